@@ -1,0 +1,102 @@
+"""The `tutorial-lib` command, run as a learner would run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TRAIN_KEYS = {
+    "method",
+    "trainable_params",
+    "total_params",
+    "peak_memory_bytes",
+    "sec_per_step",
+    "tokens_per_sec",
+    "loss_history",
+    "domain_accuracy_before",
+    "domain_accuracy_after",
+    "probe_accuracy_before",
+    "probe_accuracy_after",
+    "retention",
+    "general_ce_before",
+    "general_ce_after",
+    "checkpoint_bytes",
+}
+
+
+def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tutorial_lib", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_methods_lists_the_registry():
+    proc = cli("methods")
+    assert proc.returncode == 0
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert {"full", "lora"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--method", "nope", "--steps", "1"], "unknown method 'nope'"),
+        (["train", "--method", "lora", "--steps", "0"], "must be a positive integer"),
+        (["train", "--method", "lora", "--lr", "-1"], "must be a positive number"),
+        (["train", "--method", "lora", "--json", "/no/such/dir/out.json"], "cannot write"),
+        (["baseline", "--profile", "huge"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_no_traceback(args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+@pytest.mark.slow
+def test_fetch_model_prints_a_verified_folder():
+    from pathlib import Path
+
+    from tutorial_lib.models import verify_converted
+
+    proc = cli("fetch-model")
+    assert proc.returncode == 0
+    assert verify_converted(Path(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_baseline_json(tmp_path):
+    out = tmp_path / "baseline.json"
+    proc = cli("baseline", "--profile", "quick", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert {
+        "probe_accuracy",
+        "probe_accuracy_by_category",
+        "probe_n_items",
+        "domain_accuracy",
+        "domain_n_items",
+        "general_ce",
+    } <= set(result)
+    assert result["probe_accuracy"] > 0.4 and len(result["probe_accuracy_by_category"]) >= 8
+
+
+@pytest.mark.slow
+def test_train_lora_learns_the_domain(tmp_path):
+    out = tmp_path / "lora.json"
+    proc = cli("train", "--method", "lora", "--profile", "quick", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert TRAIN_KEYS <= set(result)
+    assert result["domain_accuracy_after"] > result["domain_accuracy_before"]
+    assert result["loss_history"][-1] < result["loss_history"][0]
+    assert 0 < result["trainable_params"] < 0.05 * result["total_params"]
+    assert 0 < result["checkpoint_bytes"] < 20 * 2**20  # the adapter, not the whole model

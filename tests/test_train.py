@@ -1,0 +1,111 @@
+"""The training loop: it learns, it is reproducible, it stops cleanly, it refuses nonsense."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tutorial_lib.methods import apply_method
+from tutorial_lib.train import TrainConfig, lr_lambda, train
+
+
+def _run(tiny, examples, **overrides):
+    model, tok = tiny
+    model = apply_method(model, overrides.pop("method", "full"))
+    config = TrainConfig(**{"steps": 8, "batch_size": 8, "lr": 3e-3, **overrides})
+    return model, train(model, examples, config, tok.pad_token_id)
+
+
+def test_full_training_lowers_the_loss(tiny, tiny_examples):
+    _, result = _run(tiny, tiny_examples, steps=15)
+    assert result.steps_done == 15 and len(result.loss_history) == 15
+    assert sum(result.loss_history[-3:]) / 3 < result.loss_history[0] - 0.5
+    assert result.trainable_params == result.total_params
+    assert result.peak_memory_bytes > 0 and result.tokens_per_sec > 0
+
+
+def test_same_seed_same_losses(corpus, tiny_examples):
+    from tutorial_lib.models import tiny_model
+
+    first = _run(tiny_model(corpus=corpus), tiny_examples, seed=3)[1].loss_history
+    second = _run(tiny_model(corpus=corpus), tiny_examples, seed=3)[1].loss_history
+    other = _run(tiny_model(corpus=corpus), tiny_examples, seed=4)[1].loss_history
+    assert first == second
+    assert first != other
+
+
+def test_adamw_state_is_two_moments_per_trained_value(tiny, tiny_examples):
+    model, result = _run(tiny, tiny_examples, steps=2, method="lora")
+    n_tensors = sum(1 for p in model.parameters() if p.requires_grad)
+    # exp_avg and exp_avg_sq in fp32, plus one scalar `step` tensor per parameter tensor
+    assert result.optimizer_state_bytes == 8 * result.trainable_params + 4 * n_tensors
+
+
+def test_gradient_accumulation_trains(tiny, tiny_examples):
+    _, result = _run(tiny, tiny_examples, steps=10, grad_accum=4)
+    assert result.loss_history[-1] < result.loss_history[0]
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32(corpus, tiny_examples):
+    from tutorial_lib.models import tiny_model
+
+    fp32 = _run(tiny_model(corpus=corpus), tiny_examples, steps=3)[1].loss_history
+    bf16 = _run(tiny_model(corpus=corpus), tiny_examples, steps=3, bf16=True)[1].loss_history
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.02)
+
+
+def test_ctrl_c_keeps_what_was_trained(tiny, tiny_examples):
+    model, tok = tiny
+    model = apply_method(model, "full")
+    calls = {"n": 0}
+    original = model.forward
+
+    def forward_then_interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    model.forward = forward_then_interrupt
+    before = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    result = train(model, tiny_examples, TrainConfig(steps=10, lr=1e-3), tok.pad_token_id)
+    assert result.interrupted and result.steps_done == 3 and len(result.loss_history) == 3
+    assert not torch.equal(before, model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_nan_loss_stops_with_the_step(tiny, tiny_examples):
+    model, tok = tiny
+    model = apply_method(model, "full")
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        train(model, tiny_examples, TrainConfig(steps=3), tok.pad_token_id)
+
+
+def test_nothing_to_train_is_an_error(tiny, tiny_examples):
+    model, tok = tiny
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter requires grad"):
+        train(model, tiny_examples, TrainConfig(steps=1), tok.pad_token_id)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(steps=0),
+        dict(lr=-1e-3),
+        dict(lr=float("nan")),
+        dict(batch_size=6, grad_accum=4),
+        dict(max_grad_norm=-1),
+    ],
+)
+def test_bad_config_is_rejected_before_training(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [lr_lambda(s, warmup=4, total=20) for s in range(20)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] >= 0.1

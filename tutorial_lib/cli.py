@@ -1,0 +1,186 @@
+"""`tutorial-lib`: fetch the model, list methods, measure the baseline, train headless."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from tutorial_lib.config import PROFILES
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, not a usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _json_path(text: str) -> Path:
+    """A path we can write to, checked before any long run starts."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text}: folder {parent} missing or read-only"
+        )
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tutorial-lib", description=__doc__)
+    parser.add_argument(
+        "--threads", type=_positive_int, help="CPU threads (default: physical cores)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fetch = sub.add_parser("fetch-model", help="fetch, verify and convert the offline base model")
+    fetch.add_argument("--model", default=None, help="offline model alias")
+    sub.add_parser("methods", help="list the registered fine-tuning methods")
+    for name, text in (("baseline", "score the base model"), ("train", "train one method")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--model", default=None, help="offline alias, local folder or Hub id")
+        cmd.add_argument(
+            "--profile", choices=sorted(PROFILES), help="default: $TUTORIAL_PROFILE or full"
+        )
+        cmd.add_argument("--json", type=_json_path, help="also write the results to this JSON file")
+    train = sub.choices["train"]
+    train.add_argument("--method", required=True, help="a name from `tutorial-lib methods`")
+    train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
+    train.add_argument("--lr", type=_positive_float, help="learning rate (default: the method's)")
+    train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
+    return parser
+
+
+def _write_json(path: Path | None, payload: dict) -> None:
+    if path:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def cmd_fetch_model(args) -> None:
+    from tutorial_lib.models import DEFAULT_MODEL, fetch_model
+
+    print(fetch_model(args.model or DEFAULT_MODEL))
+
+
+def cmd_methods(args) -> None:
+    from tutorial_lib.methods import REGISTRY
+
+    for m in sorted(REGISTRY.values(), key=lambda m: m.name):
+        print(f"{m.name:<12} {m.family:<20} lr={m.default_lr:<8g} {m.description}")
+
+
+def cmd_baseline(args) -> None:
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import Suite, evaluate_base
+    from tutorial_lib.models import DEFAULT_MODEL, load_base_model
+
+    profile = get_profile(args.profile)
+    suite = Suite.from_profile(profile)
+    model, tokenizer = load_base_model(args.model or DEFAULT_MODEL)
+    summary = evaluate_base(model, tokenizer, suite, profile.eval_batch_size).summary()
+    print(f"profile {profile.name}")
+    print(
+        f"probe accuracy   {summary['probe_accuracy']:.3f} ± {summary['probe_accuracy_stderr']:.3f}"
+        f"  ({summary['probe_n_items']} items, chance 0.25)"
+    )
+    for cat, acc in summary["probe_accuracy_by_category"].items():
+        print(f"  {cat:<16} {acc:.3f}")
+    print(f"domain accuracy  {summary['domain_accuracy']:.3f}  ({summary['domain_n_items']} items)")
+    print(f"general text CE  {summary['general_ce']:.3f} nats/token")
+    _write_json(args.json, summary)
+
+
+def cmd_train(args) -> None:
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import run_experiment
+    from tutorial_lib.methods import get_method
+    from tutorial_lib.models import DEFAULT_MODEL
+
+    get_method(args.method)  # unknown names fail here, before the model loads
+    result = run_experiment(
+        args.method,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        profile=get_profile(args.profile),
+        model_name=args.model or DEFAULT_MODEL,
+    )
+    s = result.summary()
+    print(
+        f"method {s['method']}  lr {s['lr']:g}  steps {s['steps']}"
+        + ("  (interrupted)" if s["interrupted"] else "")
+    )
+    print(
+        f"trainable        {s['trainable_params']:,} of {s['total_params']:,} "
+        f"({s['trainable_percent']:.2f} %)"
+    )
+    print(f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}")
+    print(f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}")
+    print(
+        f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
+        f"  (retention {s['retention']:.3f})"
+    )
+    print(f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}")
+    print(f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s")
+    print(
+        f"peak memory      {s['peak_memory_bytes'] / 2**20:.0f} MiB;"
+        f" checkpoint {s['checkpoint_bytes'] / 2**20:.1f} MiB"
+    )
+    _write_json(args.json, s)
+
+
+COMMANDS = {
+    "fetch-model": cmd_fetch_model,
+    "methods": cmd_methods,
+    "baseline": cmd_baseline,
+    "train": cmd_train,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors (bad data rows included) become one line on stderr, exit 2."""
+    args = build_parser().parse_args(argv)
+    from tutorial_lib.device import set_threads
+    from tutorial_lib.models import ModelFetchError
+
+    threads = set_threads(args.threads)
+    if args.command in ("baseline", "train"):
+        print(f"using {threads} CPU thread(s)", file=sys.stderr)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, FloatingPointError, FileNotFoundError, ModelFetchError) as exc:
+        print(f"tutorial-lib: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"tutorial-lib: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""Lesson data: JSONL files validated row by row, loaded through `datasets`, chat-formatted."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DATA_ENV = "TUTORIAL_LIB_DATA"
+MAX_FIELD_CHARS = 4000  # a row longer than this is almost surely a paste error
+
+
+class DataFormatError(ValueError):
+    """A data row is malformed; the message names the file, the line and the field."""
+
+    def __init__(self, path: Path | str, line: int, field: str, problem: str):
+        self.path, self.line, self.field = Path(path), line, field
+        super().__init__(f"{path}, line {line}, field '{field}': {problem}")
+
+
+def data_dir() -> Path:
+    """The project's data folder ($TUTORIAL_LIB_DATA overrides, for a learner's own data)."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    folder = Path(__file__).resolve().parent.parent / "data"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"data folder not found next to the package ({folder}); install from a clone with "
+            f"`pip install -e .` or set {DATA_ENV}"
+        )
+    return folder
+
+
+# --- validation: one checker per field kind, one schema per file kind -----------------------
+
+
+def _text(value: Any, field: str) -> str | None:
+    """Problem with a text field, or None if it is a usable non-empty string."""
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if not value.strip():
+        return "is empty"
+    if len(value) > MAX_FIELD_CHARS:
+        return f"is {len(value)} characters long; the limit is {MAX_FIELD_CHARS}"
+    return None
+
+
+def _choices(row: dict) -> tuple[str, str] | None:
+    """Check `choices` (4 distinct texts) and `answer` (an index into them)."""
+    choices = row["choices"]
+    if not isinstance(choices, list) or len(choices) < 2:
+        return "choices", "expected a list of at least 2 answer texts"
+    for i, choice in enumerate(choices):
+        if problem := _text(choice, f"choices[{i}]"):
+            return f"choices[{i}]", problem
+    if len(set(choices)) != len(choices):
+        return "choices", "contains the same answer twice"
+    answer = row["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        return "answer", f"expected an integer index, got {type(answer).__name__}"
+    if not 0 <= answer < len(choices):
+        return "answer", f"index {answer} is outside 0..{len(choices) - 1}"
+    return None
+
+
+def _messages(row: dict) -> tuple[str, str] | None:
+    """Check a chat: user/assistant turns, alternating, ending with the assistant's answer."""
+    messages = row["messages"]
+    if not isinstance(messages, list) or len(messages) < 2:
+        return "messages", "expected a list of at least 2 messages (user, assistant)"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            return f"messages[{i}]", f"expected an object, got {type(msg).__name__}"
+        if msg.get("role") not in ("system", "user", "assistant"):
+            return (
+                f"messages[{i}].role",
+                f"must be system, user or assistant, got {msg.get('role')!r}",
+            )
+        if problem := _text(msg.get("content"), "content"):
+            return f"messages[{i}].content", problem
+    if messages[-1]["role"] != "assistant":
+        return f"messages[{len(messages) - 1}].role", "the last message must be the assistant's"
+    return None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Required text fields plus an optional structural check of the whole row."""
+
+    text_fields: tuple[str, ...]
+    other_fields: tuple[str, ...] = ()
+    check: Any = None
+
+
+SCHEMAS: dict[str, Schema] = {
+    "chat": Schema(("id",), ("messages",), _messages),
+    "multiple_choice": Schema(("id", "question"), ("choices", "answer"), _choices),
+    "probe": Schema(("id", "category", "question"), ("choices", "answer"), _choices),
+    "text": Schema(("id", "text")),
+}
+
+
+def validate_row(row: Any, schema: Schema, path: Path, line: int) -> None:
+    """Raise DataFormatError naming the first problem in this row."""
+    if not isinstance(row, dict):
+        raise DataFormatError(
+            path, line, "<row>", f"expected a JSON object, got {type(row).__name__}"
+        )
+    for field in schema.text_fields + schema.other_fields:
+        if field not in row:
+            raise DataFormatError(path, line, field, "is missing")
+    for field in schema.text_fields:
+        if problem := _text(row[field], field):
+            raise DataFormatError(path, line, field, problem)
+    if schema.check and (found := schema.check(row)):
+        raise DataFormatError(path, line, *found)
+
+
+def read_jsonl(path: Path | str, kind: str) -> list[dict]:
+    """Parse and validate every row of a JSONL file; never drops a row silently."""
+    path = Path(path)
+    schema = SCHEMAS[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file")
+    rows, seen = [], {}
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(
+                    path, line_no, "<json>", f"not valid JSON ({exc.msg})"
+                ) from None
+            validate_row(row, schema, path, line_no)
+            if row["id"] in seen:
+                raise DataFormatError(path, line_no, "id", f"duplicate of line {seen[row['id']]}")
+            seen[row["id"]] = line_no
+            rows.append(row)
+    if not rows:
+        raise DataFormatError(path, 1, "<file>", "contains no rows")
+    return rows
+
+
+def load_jsonl_dataset(path: Path | str, kind: str):
+    """Validate, then load through `datasets`' json builder (Arrow-backed, cached)."""
+    from datasets import load_dataset
+
+    read_jsonl(path, kind)  # fail with file/line/field before Arrow sees the data
+    return load_dataset("json", data_files=str(path), split="train")
+
+
+# --- the lesson data sets ----------------------------------------------------------------------
+
+
+def _first_facts(rows: list[dict], facts: int | None) -> list[dict]:
+    """Rows of the first `facts` distinct fact ids (all rows when facts is None or no fact_id)."""
+    if facts is None or not rows or "fact_id" not in rows[0]:
+        return rows
+    keep = list(dict.fromkeys(r["fact_id"] for r in rows))[:facts]
+    return [r for r in rows if r["fact_id"] in set(keep)]
+
+
+def load_domain_train(path: Path | None = None, facts: int | None = None) -> list[dict]:
+    """Training chats of the invented domain (several phrasings per fact), optionally fewer facts."""
+    return _first_facts(read_jsonl(path or data_dir() / "domain_train.jsonl", "chat"), facts)
+
+
+def load_domain_eval(path: Path | None = None, facts: int | None = None) -> list[dict]:
+    """Held-out, paraphrased domain questions (4 choices each) about the same facts."""
+    rows = read_jsonl(path or data_dir() / "domain_eval.jsonl", "multiple_choice")
+    return _first_facts(rows, facts)
+
+
+def load_probe(path: Path | None = None, limit: int | None = None) -> list[dict]:
+    """General-knowledge probe; a limit keeps every category by taking items round-robin."""
+    rows = read_jsonl(path or data_dir() / "probe.jsonl", "probe")
+    return _balanced(rows, limit) if limit else rows
+
+
+def load_general_text(path: Path | None = None, limit: int | None = None) -> list[dict]:
+    """Short encyclopedic and everyday passages (replay, cross-entropy on general text)."""
+    return read_jsonl(path or data_dir() / "general_text.jsonl", "text")[:limit]
+
+
+def _balanced(rows: list[dict], limit: int) -> list[dict]:
+    """First `limit` items taken category by category in turn, so a subset keeps all categories."""
+    by_cat: dict[str, list[dict]] = {}
+    for row in rows:
+        by_cat.setdefault(row["category"], []).append(row)
+    picked, i = [], 0
+    while len(picked) < min(limit, len(rows)):
+        for items in by_cat.values():
+            if i < len(items) and len(picked) < limit:
+                picked.append(items[i])
+        i += 1
+    return picked
+
+
+# --- chat formatting and label masking ---------------------------------------------------------
+
+
+def render_prompt(tokenizer, question: str) -> str:
+    """A user question in the model's chat template, ready for the assistant's answer."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode_chat(tokenizer, messages: list[dict], max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels for one chat; labels are -100 except on the assistant's replies.
+
+    Each assistant turn is located by rendering the chat up to it: the template is a prefix
+    code, so the tokens between "prompt so far" and "chat through this reply" are the reply.
+    """
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(
+            messages[:i], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("chat template is not prefix-stable; cannot locate the reply")
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        new_prompt = prompt_ids[len(input_ids) :]
+        input_ids += new_prompt + reply_ids
+        labels += [-100] * len(new_prompt) + reply_ids
+    if len(input_ids) > max_length:
+        raise ValueError(f"chat is {len(input_ids)} tokens, over max_length={max_length}")
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_chats(tokenizer, rows: list[dict], max_length: int) -> list[dict[str, list[int]]]:
+    """Encode training rows; an over-long row is reported by id rather than silently cut."""
+    encoded = []
+    for row in rows:
+        try:
+            encoded.append(encode_chat(tokenizer, row["messages"], max_length))
+        except ValueError as exc:
+            raise ValueError(f"row {row.get('id')!r}: {exc}") from None
+    return encoded
+
+
+def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and labels."""
+    width = max(len(ex["input_ids"]) for ex in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ex in enumerate(batch):
+        n = len(ex["input_ids"])
+        ids[row, :n] = torch.tensor(ex["input_ids"])
+        labels[row, :n] = torch.tensor(ex["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# --- views for the lessons -------------------------------------------------------------------
+
+
+def fact_view(fact_id: str):
+    """One fact as a learner should see it: its training phrasings and its held-out question."""
+    import pandas as pd
+
+    rows = [
+        {
+            "split": "train",
+            "question": r["messages"][0]["content"],
+            "answer": r["messages"][-1]["content"],
+        }
+        for r in load_domain_train()
+        if r["fact_id"] == fact_id
+    ]
+    for item in load_domain_eval():
+        if item["fact_id"] == fact_id:
+            rows.append(
+                {
+                    "split": "held out",
+                    "question": item["question"],
+                    "answer": " | ".join(
+                        ("✓ " if i == item["answer"] else "") + c
+                        for i, c in enumerate(item["choices"])
+                    ),
+                }
+            )
+    return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})
+
+
+def probe_view(per_category: int = 1):
+    """A few probe items per category, correct answer marked."""
+    import pandas as pd
+
+    seen: dict[str, int] = {}
+    rows = []
+    for item in load_probe():
+        if seen.get(item["category"], 0) < per_category:
+            seen[item["category"]] = seen.get(item["category"], 0) + 1
+            rows.append(
+                {
+                    "category": item["category"],
+                    "question": item["question"],
+                    "choices": " | ".join(
+                        ("✓ " if i == item["answer"] else "") + c
+                        for i, c in enumerate(item["choices"])
+                    ),
+                }
+            )
+    return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})

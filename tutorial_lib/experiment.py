@@ -1,0 +1,144 @@
+"""One experiment, end to end: evaluate the base, apply a method, train, evaluate again."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tutorial_lib import data
+from tutorial_lib.config import Profile, get_profile
+from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model, forgetting_report
+from tutorial_lib.methods import apply_method, get_method
+from tutorial_lib.models import DEFAULT_MODEL, load_base_model
+from tutorial_lib.train import TrainConfig, TrainResult, train
+
+
+@dataclass
+class Suite:
+    """The evaluation items a profile asks for: probe, held-out domain questions, general text."""
+
+    probe: list[dict]
+    domain: list[dict]
+    general: list[dict]
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Suite:
+        return cls(
+            probe=data.load_probe(limit=profile.probe_items),
+            domain=data.load_domain_eval(facts=profile.domain_facts),
+            general=data.load_general_text(limit=profile.general_items),
+        )
+
+
+def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
+    """Evaluate on a suite; a peft model is measured with its adapters as they are."""
+    return evaluate_model(model, tokenizer, suite.probe, suite.domain, suite.general, batch_size)
+
+
+def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
+    """Evaluate the base model: any adapter is switched off, so "before" is never flattered."""
+    with adapters_disabled(model):
+        return evaluate_suite(model, tokenizer, suite, batch_size)
+
+
+def save_trainable(model, path: Path) -> int:
+    """Save only what training changed (safetensors) and return the file's size in bytes."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        name: p.detach().cpu().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+    save_file(tensors, str(path))
+    return Path(path).stat().st_size
+
+
+def checkpoint_bytes(model) -> int:
+    """Bytes that must be stored to reuse a run (the base model is shared and not counted)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_trainable(model, Path(tmp) / "trained.safetensors")
+
+
+@dataclass
+class ExperimentResult:
+    """Everything a lesson or the CLI reports about one run; `model` is the trained model."""
+
+    method: str
+    lr: float
+    train: TrainResult
+    before: Evaluation
+    after: Evaluation
+    checkpoint_bytes: int
+    model: object = field(repr=False, default=None)
+
+    def summary(self) -> dict:
+        """Flat metrics under the names the CLI's JSON promises."""
+        b, a = self.before.summary(), self.after.summary()
+        report = forgetting_report(self.before, self.after)
+        return {
+            "method": self.method,
+            "lr": self.lr,
+            "steps": self.train.steps_done,
+            "interrupted": self.train.interrupted,
+            "trainable_params": self.train.trainable_params,
+            "total_params": self.train.total_params,
+            "trainable_percent": 100 * self.train.trainable_params / self.train.total_params,
+            "peak_memory_bytes": self.train.peak_memory_bytes,
+            "optimizer_state_bytes": self.train.optimizer_state_bytes,
+            "sec_per_step": self.train.sec_per_step,
+            "tokens_per_sec": self.train.tokens_per_sec,
+            "loss_history": self.train.loss_history,
+            "domain_accuracy_before": b["domain_accuracy"],
+            "domain_accuracy_after": a["domain_accuracy"],
+            "domain_n_items": a["domain_n_items"],
+            "probe_accuracy_before": b["probe_accuracy"],
+            "probe_accuracy_after": a["probe_accuracy"],
+            "probe_accuracy_stderr": a["probe_accuracy_stderr"],
+            "probe_n_items": a["probe_n_items"],
+            "probe_accuracy_by_category_before": b["probe_accuracy_by_category"],
+            "probe_accuracy_by_category_after": a["probe_accuracy_by_category"],
+            "forgetting": report["forgetting"],
+            "retention": report["retention"],
+            "general_ce_before": b["general_ce"],
+            "general_ce_after": a["general_ce"],
+            "checkpoint_bytes": self.checkpoint_bytes,
+        }
+
+
+def run_experiment(
+    method: str,
+    steps: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    profile: Profile | None = None,
+    model_name: str = DEFAULT_MODEL,
+    method_config: object = None,
+    before: Evaluation | None = None,
+    suite: Suite | None = None,
+) -> ExperimentResult:
+    """Load a fresh base model, measure it, train it with `method`, measure again.
+
+    Pass `before` (an earlier `evaluate_base` on the same suite) to skip re-measuring the base.
+    """
+    spec = get_method(method)
+    profile = profile or get_profile()
+    config = TrainConfig(
+        steps=steps or profile.train_steps,
+        batch_size=profile.batch_size,
+        lr=lr if lr is not None else spec.default_lr,
+        seed=seed,
+    )
+    suite = suite or Suite.from_profile(profile)
+    model, tokenizer = load_base_model(model_name)
+    rows = data.load_domain_train(facts=profile.domain_facts)
+    examples = data.encode_chats(tokenizer, rows, profile.max_length)
+    if before is None:
+        before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
+    model = apply_method(model, method, method_config)
+    result = train(model, examples, config, tokenizer.pad_token_id)
+    after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
+    return ExperimentResult(
+        method, config.lr, result, before, after, checkpoint_bytes(model), model=model
+    )

@@ -1,0 +1,179 @@
+"""One explicit training loop for every method: it trains whatever parameters require grad."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tutorial_lib.data import collate
+from tutorial_lib.device import get_device, set_seed
+from tutorial_lib.memory import PeakMemory, count_params, optimizer_state_bytes
+
+
+@dataclass
+class TrainConfig:
+    """Knobs of one run; every lesson builds one of these (usually from its profile)."""
+
+    steps: int = 80  # optimizer steps
+    batch_size: int = 8  # sequences per optimizer step, summed over accumulation and processes
+    grad_accum: int = 1  # micro-batches per optimizer step (memory for time)
+    lr: float = 1e-4  # peak learning rate; methods have their own defaults
+    warmup_steps: int | None = None  # linear warm-up; None = 10 % of steps
+    weight_decay: float = 0.0  # AdamW decoupled decay on the trained parameters
+    max_grad_norm: float = 1.0  # clip the global gradient norm (0 = no clipping)
+    bf16: bool = False  # bf16 autocast (faster on CPUs/GPUs that support it)
+    seed: int = 0  # model-independent: data order and dropout
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be > 0, got {self.steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.batch_size <= 0 or self.grad_accum <= 0 or self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a positive multiple of "
+                f"grad_accum ({self.grad_accum})"
+            )
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ValueError("max_grad_norm and weight_decay must be >= 0")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
+
+
+@dataclass
+class TrainResult:
+    """What a run did and what it cost; `interrupted` runs keep their history."""
+
+    loss_history: list[float] = field(default_factory=list)
+    steps_done: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    sec_per_step: float = float("nan")
+    tokens_per_sec: float = float("nan")
+    peak_memory_bytes: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+    optimizer_state_bytes: int = 0
+    world_size: int = 1
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+def lr_lambda(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to the peak, then linear decay to 10 % of it."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.1, 1.0 - 0.9 * progress)
+
+
+def make_accelerator(config: TrainConfig):
+    """An Accelerator for this run; one process on a laptop, many under `torchrun`."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
+
+    if AcceleratorState._shared_state and not torch.distributed.is_initialized():
+        AcceleratorState._reset_state()  # let a notebook switch bf16 on and off between runs
+    return Accelerator(
+        cpu=get_device().type == "cpu",  # without it, accelerate ignores torchrun's CPU processes
+        mixed_precision="bf16" if config.bf16 else "no",
+        gradient_accumulation_steps=config.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def _batches(loader):
+    """Endless batches: reshuffle (seeded) at each epoch, so steps need not divide the data."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _check_finite(loss: torch.Tensor, step: int, lr: float) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"loss became {loss.item()} at step {step} (lr={lr:.2e}). Likely causes: a learning "
+            "rate too high for this method, bf16 overflow, or a batch with no trained tokens. "
+            "The weights are those of the last finite step."
+        )
+
+
+def train(model, examples: list[dict], config: TrainConfig, pad_id: int) -> TrainResult:
+    """Train `model` in place on encoded examples; Ctrl-C stops cleanly with what was trained."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("no parameter requires grad: apply a method (e.g. 'lora') first")
+    set_seed(config.seed)
+    acc = make_accelerator(config)
+    micro = config.batch_size // config.grad_accum // acc.num_processes
+    if micro < 1:
+        raise ValueError(
+            f"batch_size {config.batch_size} is too small for {acc.num_processes} processes"
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_lambda, warmup=config.warmup, total=config.steps)
+    )
+    loader = DataLoader(
+        examples,
+        batch_size=micro,
+        shuffle=True,
+        drop_last=len(examples) >= micro,
+        collate_fn=partial(collate, pad_id=pad_id),
+    )
+    was_training = model.training
+    model.train()
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    result = TrainResult(world_size=acc.num_processes)
+    result.trainable_params, result.total_params = count_params(acc.unwrap_model(model))
+    batches, tokens, step_times = _batches(loader), 0, []
+    bar = tqdm(total=config.steps, desc="training", disable=not acc.is_main_process)
+    with PeakMemory(acc.device) as mem:
+        start = time.perf_counter()
+        try:
+            for step in range(config.steps):
+                t0, losses = time.perf_counter(), []
+                for _ in range(config.grad_accum):
+                    batch = next(batches)
+                    with acc.accumulate(model):
+                        loss = model(**batch).loss
+                        _check_finite(loss, step, scheduler.get_last_lr()[0])
+                        acc.backward(loss)
+                        if acc.sync_gradients and config.max_grad_norm:
+                            acc.clip_grad_norm_(params, config.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    losses.append(acc.gather(loss.detach()[None]).mean().item())
+                    tokens += int(acc.gather(batch["attention_mask"].sum()[None]).sum())
+                scheduler.step()
+                step_times.append(time.perf_counter() - t0)
+                result.loss_history.append(sum(losses) / len(losses))
+                result.steps_done = step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{result.loss_history[-1]:.3f}")
+        except KeyboardInterrupt:
+            result.interrupted = True  # keep the weights and history trained so far
+        finally:
+            bar.close()
+            result.seconds = time.perf_counter() - start
+    timed = step_times[1:] or step_times  # the first step pays one-time warm-up costs
+    if timed:
+        result.sec_per_step = sum(timed) / len(timed)
+        result.tokens_per_sec = tokens / result.seconds if result.seconds else float("nan")
+    result.peak_memory_bytes = mem.peak_bytes
+    result.optimizer_state_bytes = optimizer_state_bytes(optimizer.optimizer)
+    acc.unwrap_model(model).train(was_training)
+    return result
