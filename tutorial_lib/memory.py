@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
 
+def logical_numel(p: torch.Tensor) -> int:
+    """Number of values a parameter represents: a 4-bit tensor packs two values per byte, so
+    its storage numel is half its parameter count (counting storage would halve the model)."""
+    state = getattr(p, "quant_state", None)
+    if state is not None and getattr(state, "shape", None) is not None:
+        return int(torch.Size(state.shape).numel())
+    return p.numel()
+
+
+def storage_bytes(p: torch.Tensor) -> int:
+    """Bytes a tensor occupies as stored (packed 4-bit weights: half a byte per value)."""
+    return p.numel() * p.element_size()
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters; tied weights are counted once."""
+    """(trainable, total) parameters; tied weights are counted once, 4-bit weights unpacked."""
     trainable = total = 0
     for p in model.parameters():  # parameters() already skips tied duplicates
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = logical_numel(p)
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
 
 
@@ -71,3 +88,100 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak_bytes = max(self.peak_bytes, _rss_bytes())
+
+
+# --- the ledger: what training needs, predicted before it runs ------------------------------
+
+
+@dataclass
+class MemoryLedger:
+    """Predicted bytes of one training step, by what holds them."""
+
+    weights: int  # every parameter as stored (fp32: 4 bytes; nf4: half a byte)
+    gradients: int  # one gradient per trained value, in the parameter's dtype
+    optimizer: int  # AdamW: two fp32 moments per trained value
+    activations: int  # tensors autograd keeps for the backward pass, plus the logits
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    @property
+    def beyond_weights(self) -> int:
+        """What training adds to a model already loaded: the part a preflight must find room for."""
+        return self.total - self.weights
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("optimizer state", self.optimizer),
+            ("activations", self.activations),
+            ("total", self.total),
+        ]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{name:<16} {n / 2**20:>9,.0f} MiB" for name, n in self.rows())
+
+
+def activation_bytes(config, batch: int, seq_len: int, bytes_per_value: int = 4) -> int:
+    """Rough activation memory of a llama-style decoder: values saved per token per layer.
+
+    Per layer: residual, two norms, attention in/out (~8 hidden), q/k/v (hidden + 2 kv),
+    the MLP's gate, up, activation and product (4 intermediate); then the logits over the
+    vocabulary, kept in fp32 with their softmax and gradient (3 copies). An estimate: kernels
+    and allocators add overhead, so compare it with a measured peak before trusting it.
+    """
+    h, i = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_token_layer = 8 * h + 2 * kv + 4 * i
+    tokens = batch * seq_len
+    layers = tokens * config.num_hidden_layers * per_token_layer * bytes_per_value
+    logits = tokens * config.vocab_size * 4 * 3
+    return layers + logits
+
+
+def estimate_training_memory(model, batch: int, seq_len: int, bf16: bool = False) -> MemoryLedger:
+    """Predicted memory of training `model` as it is now (which parameters require grad)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return MemoryLedger(
+        weights=sum(storage_bytes(p) for p in model.parameters()),
+        gradients=sum(storage_bytes(p) for p in trained),
+        optimizer=sum(2 * 4 * logical_numel(p) for p in trained),
+        activations=activation_bytes(model.config, batch, seq_len, 2 if bf16 else 4),
+    )
+
+
+LIMIT_ENV = "TUTORIAL_MEMORY_LIMIT_MB"
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory a run can use: free VRAM on CUDA, available RAM otherwise.
+
+    $TUTORIAL_MEMORY_LIMIT_MB caps it, to rehearse a smaller machine (and to test the preflight).
+    """
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    limit = os.environ.get(LIMIT_ENV)
+    return min(free, int(float(limit) * 2**20)) if limit else free
+
+
+class WontFitError(MemoryError):
+    """A run was predicted not to fit; raised before training rather than killed by the OS."""
+
+
+def preflight(ledger: MemoryLedger, device: torch.device, headroom: float = 0.9) -> None:
+    """Stop before a run that is predicted not to fit, with the numbers and what to change."""
+    free = available_memory(device)
+    if ledger.beyond_weights <= headroom * free:
+        return
+    raise WontFitError(
+        f"this run needs about {ledger.beyond_weights / 2**20:,.0f} MiB beyond the loaded weights, "
+        f"but only {free / 2**20:,.0f} MiB of {device.type} memory is free.\n{ledger}\n"
+        "Try a smaller batch_size with grad_accum (activations shrink with the micro-batch), "
+        "LoRA (no gradients or optimizer state for the base weights), or QLoRA (4-bit weights)."
+    )

@@ -6,14 +6,22 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from tutorial_lib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tutorial_lib.data import collate
 from tutorial_lib.device import get_device, set_seed
-from tutorial_lib.memory import PeakMemory, count_params, optimizer_state_bytes
+from tutorial_lib.memory import (
+    PeakMemory,
+    count_params,
+    estimate_training_memory,
+    optimizer_state_bytes,
+    preflight,
+)
 
 
 @dataclass
@@ -29,6 +37,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 = no clipping)
     bf16: bool = False  # bf16 autocast (faster on CPUs/GPUs that support it)
     seed: int = 0  # model-independent: data order and dropout
+    save_every: int = 0  # checkpoint every N steps when a checkpoint folder is given (0 = end only)
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -40,8 +49,8 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) must be a positive multiple of "
                 f"grad_accum ({self.grad_accum})"
             )
-        if self.max_grad_norm < 0 or self.weight_decay < 0:
-            raise ValueError("max_grad_norm and weight_decay must be >= 0")
+        if self.max_grad_norm < 0 or self.weight_decay < 0 or self.save_every < 0:
+            raise ValueError("max_grad_norm, weight_decay and save_every must be >= 0")
 
     @property
     def warmup(self) -> int:
@@ -92,13 +101,17 @@ def make_accelerator(config: TrainConfig):
     )
 
 
-def _batches(loader):
-    """Endless batches: reshuffle (seeded) at each epoch, so steps need not divide the data."""
-    epoch = 0
+def _batches(loader, skip: int = 0):
+    """Endless batches, reshuffled (seeded) each epoch; `skip` resumes mid-stream exactly."""
+    epoch, skip = divmod(skip, len(loader))
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        yield from loader
+        for batch in loader:
+            if skip:
+                skip -= 1
+                continue
+            yield batch
         epoch += 1
 
 
@@ -111,8 +124,19 @@ def _check_finite(loss: torch.Tensor, step: int, lr: float) -> None:
         )
 
 
-def train(model, examples: list[dict], config: TrainConfig, pad_id: int) -> TrainResult:
-    """Train `model` in place on encoded examples; Ctrl-C stops cleanly with what was trained."""
+def train(
+    model,
+    examples: list[dict],
+    config: TrainConfig,
+    pad_id: int,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train `model` in place on encoded examples; Ctrl-C stops cleanly with what was trained.
+
+    With `checkpoint_dir`, the run is checkpointed every `config.save_every` steps, at the end
+    and on Ctrl-C; `resume=True` continues from the newest checkpoint there, if any.
+    """
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no parameter requires grad: apply a method (e.g. 'lora') first")
     set_seed(config.seed)
@@ -122,6 +146,9 @@ def train(model, examples: list[dict], config: TrainConfig, pad_id: int) -> Trai
         raise ValueError(
             f"batch_size {config.batch_size} is too small for {acc.num_processes} processes"
         )
+    seq_len = max(len(ex["input_ids"]) for ex in examples)
+    ledger = estimate_training_memory(model, micro, seq_len, config.bf16)
+    preflight(ledger, acc.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -134,17 +161,38 @@ def train(model, examples: list[dict], config: TrainConfig, pad_id: int) -> Trai
         drop_last=len(examples) >= micro,
         collate_fn=partial(collate, pad_id=pad_id),
     )
+    result = TrainResult(world_size=acc.num_processes)
+    first = 0
+    found = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+    if found:
+        first, result.loss_history = load_checkpoint(found, model, optimizer, scheduler)
+        result.steps_done = first
     was_training = model.training
     model.train()
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
-    result = TrainResult(world_size=acc.num_processes)
     result.trainable_params, result.total_params = count_params(acc.unwrap_model(model))
-    batches, tokens, step_times = _batches(loader), 0, []
-    bar = tqdm(total=config.steps, desc="training", disable=not acc.is_main_process)
+    batches, tokens, step_times = _batches(loader, skip=first * config.grad_accum), 0, []
+    saved_at = first
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        saved_at = result.steps_done
+        acc.wait_for_everyone()
+        if checkpoint_dir and acc.is_main_process:
+            save_checkpoint(
+                Path(checkpoint_dir),
+                result.steps_done,
+                acc.unwrap_model(model),
+                optimizer.optimizer,
+                scheduler,
+                result.loss_history,
+            )
+
+    bar = tqdm(total=config.steps, initial=first, desc="training", disable=not acc.is_main_process)
     with PeakMemory(acc.device) as mem:
         start = time.perf_counter()
         try:
-            for step in range(config.steps):
+            for step in range(first, config.steps):
                 t0, losses = time.perf_counter(), []
                 for _ in range(config.grad_accum):
                     batch = next(batches)
@@ -164,11 +212,15 @@ def train(model, examples: list[dict], config: TrainConfig, pad_id: int) -> Trai
                 result.steps_done = step + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss_history[-1]:.3f}")
+                if config.save_every and result.steps_done % config.save_every == 0:
+                    checkpoint()
         except KeyboardInterrupt:
             result.interrupted = True  # keep the weights and history trained so far
         finally:
             bar.close()
             result.seconds = time.perf_counter() - start
+    if checkpoint_dir and result.steps_done > saved_at:
+        checkpoint()  # the end of the run, or the moment Ctrl-C arrived
     timed = step_times[1:] or step_times  # the first step pays one-time warm-up costs
     if timed:
         result.sec_per_step = sum(timed) / len(timed)

@@ -1,0 +1,79 @@
+"""The memory ledger against real tensors, 4-bit counting, and the preflight that stops a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tutorial_lib.memory import (
+    LIMIT_ENV,
+    WontFitError,
+    count_params,
+    estimate_training_memory,
+    logical_numel,
+    preflight,
+    storage_bytes,
+)
+from tutorial_lib.methods import apply_method
+from tutorial_lib.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_ledger_matches_real_gradients_and_optimizer_state(tiny, tiny_examples, method):
+    model, tok = tiny
+    model = apply_method(model, method)
+    ledger = estimate_training_memory(model, batch=8, seq_len=64)
+    result = train(model, tiny_examples, TrainConfig(steps=1, batch_size=8), tok.pad_token_id)
+    n_tensors = sum(1 for p in model.parameters() if p.requires_grad)
+    assert (
+        result.optimizer_state_bytes == ledger.optimizer + 4 * n_tensors
+    )  # + AdamW's step scalars
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert ledger.gradients == sum(p.numel() * p.element_size() for p in trained)
+    assert ledger.weights == sum(p.numel() * p.element_size() for p in model.parameters())
+    assert ledger.total == ledger.weights + ledger.gradients + ledger.optimizer + ledger.activations
+
+
+def test_lora_needs_far_less_than_full(tiny):
+    from tutorial_lib.models import tiny_model
+
+    model, _ = tiny
+    full = estimate_training_memory(apply_method(model, "full"), batch=8, seq_len=64)
+    lora = estimate_training_memory(apply_method(tiny_model()[0], "lora"), batch=8, seq_len=64)
+    assert lora.gradients + lora.optimizer < 0.2 * (full.gradients + full.optimizer)
+
+
+def test_activations_grow_with_batch_and_length(tiny):
+    model, _ = tiny
+    small = estimate_training_memory(model, batch=2, seq_len=32).activations
+    assert estimate_training_memory(model, batch=4, seq_len=32).activations == 2 * small
+    assert estimate_training_memory(model, batch=2, seq_len=64).activations == 2 * small
+
+
+def test_four_bit_weights_count_two_values_per_byte():
+    bnb = pytest.importorskip("bitsandbytes")
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(32, 64), requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")  # quantises
+    assert logical_numel(layer.weight) == 64 * 32
+    assert storage_bytes(layer.weight) == 64 * 32 // 2
+    assert count_params(layer) == (0, 64 * 32)
+
+
+def test_preflight_stops_a_run_that_cannot_fit(tiny, tiny_examples, monkeypatch):
+    model, tok = tiny
+    model = apply_method(model, "full")
+    before = [p.detach().clone() for p in model.parameters()]
+    monkeypatch.setenv(LIMIT_ENV, "1")  # rehearse a machine with 1 MiB free
+    with pytest.raises(WontFitError) as err:
+        train(model, tiny_examples, TrainConfig(steps=2), tok.pad_token_id)
+    message = str(err.value)
+    assert "MiB beyond the loaded weights" in message and "only 1 MiB" in message
+    assert "LoRA" in message and "optimizer state" in message
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing ran
+
+
+def test_preflight_passes_when_there_is_room(tiny, monkeypatch):
+    model, _ = tiny
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    preflight(estimate_training_memory(model, batch=2, seq_len=16), torch.device("cpu"))
