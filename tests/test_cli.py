@@ -51,6 +51,7 @@ def test_methods_lists_the_registry():
         (["train", "--method", "lora", "--lr", "-1"], "must be a positive number"),
         (["train", "--method", "lora", "--json", "/no/such/dir/out.json"], "cannot write"),
         (["baseline", "--profile", "huge"], "invalid choice"),
+        (["train", "--method", "lora", "--resume"], "--resume needs --checkpoint-dir"),
         (["frobnicate"], "invalid choice"),
     ],
 )

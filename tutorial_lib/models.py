@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,21 @@ def resolve_model(name: str) -> str:
     return name
 
 
+@contextmanager
+def _quiet_progress(quiet: bool):
+    """Hide transformers' per-tensor progress bar while loading (downloads keep theirs)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_base_model(
     name: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -202,9 +218,10 @@ def load_base_model(
     if Path(path).exists() and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path} is a folder but holds no config.json: not a model folder")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=False, use_safetensors=True
-    )
+    with _quiet_progress(Path(path).exists()):  # a local load takes a second: no bar needed
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=False, use_safetensors=True
+        )
     clear_quantized_flag(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -28,7 +28,7 @@ def category_accuracy(results: dict[str, ChoiceResult], title: str = "Probe accu
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     plt.close(fig)  # the notebook displays the returned figure once, not twice
     return fig
