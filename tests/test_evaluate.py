@@ -16,6 +16,8 @@ from tutorial_lib.evaluate import (
     evaluate_choices,
     forgetting_report,
     general_cross_entropy,
+    question_prompt,
+    score_choices,
     score_continuations,
 )
 from tutorial_lib.methods import apply_method
@@ -41,6 +43,22 @@ def test_scores_match_a_single_unbatched_forward(tiny):
     for (ctx, cont), (logprob, n_tokens) in zip(requests, scores):
         assert logprob == pytest.approx(_manual_logprob(model, tok, ctx, cont), abs=1e-4)
         assert n_tokens >= 1
+
+
+@pytest.mark.parametrize("style", ["plain", "chat"])
+def test_shared_prefix_scoring_equals_scoring_each_choice_alone(tiny, style):
+    model, tok = tiny
+    groups = []
+    for item in data.load_probe(limit=9) + data.load_domain_eval(facts=3):
+        prompt, sep = question_prompt(tok, item["question"], style)
+        groups.append((prompt, [sep + c for c in item["choices"]]))
+    groups.append(("Two choices only:", [" yes", " no"]))
+    groups.append(("The sky is bl", ["ue", "ack"]))  # tokens may merge across the boundary
+    shared = score_choices(model, tok, groups, batch_size=4)
+    naive = score_continuations(model, tok, [(c, x) for c, xs in groups for x in xs], batch_size=5)
+    flat = [score for group in shared for score in group]
+    assert [n for _, n in flat] == [n for _, n in naive]
+    assert [lp for lp, _ in flat] == pytest.approx([lp for lp, _ in naive], abs=1e-4)
 
 
 def test_batch_size_does_not_change_scores(tiny):
