@@ -124,6 +124,7 @@ def test_forgetting_report_arithmetic():
     )
     report = forgetting_report(before, after)
     assert report["forgetting"] == 0.0  # one lost, one gained: accuracy alone hides it
+    assert report["forgetting_stderr"] == pytest.approx(math.sqrt(0.5 / 4))  # two flips in four
     assert report["retention"] == pytest.approx(2 / 3)
     assert report["flipped_to_wrong"] == ["q1"]
     assert report["forgetting_by_category"] == {"geo": 0.5, "sci": -0.5}
@@ -146,3 +147,14 @@ def test_before_is_measured_without_the_adapter(tiny):
         assert not torch.allclose(peft_model(ids).logits, base_logits)
         with adapters_disabled(peft_model):
             assert torch.allclose(peft_model(ids).logits, base_logits, atol=1e-6)
+
+
+def test_side_by_side_has_one_column_per_model(tiny):
+    from tutorial_lib.evaluate import side_by_side
+
+    model, tok = tiny
+    table = side_by_side({"before": model, "after": model}, tok, ["Hi?", "Why?"], max_new_tokens=3)
+    assert list(table.data.columns) == ["question", "before", "after"]
+    assert (
+        table.data["before"].tolist() == table.data["after"].tolist()
+    )  # greedy: same model, same text

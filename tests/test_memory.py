@@ -77,3 +77,33 @@ def test_preflight_passes_when_there_is_room(tiny, monkeypatch):
     model, _ = tiny
     monkeypatch.delenv(LIMIT_ENV, raising=False)
     preflight(estimate_training_memory(model, batch=2, seq_len=16), torch.device("cpu"))
+
+
+def test_architecture_counts_match_a_real_model(tiny):
+    from tutorial_lib.memory import Architecture
+
+    model, _ = tiny
+    c = model.config
+    arch = Architecture(
+        "tiny",
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.vocab_size,
+        True,
+    )
+    assert arch.n_params == count_params(model)[1]
+
+
+def test_published_sizes_and_full_finetuning_arithmetic():
+    from tutorial_lib.memory import ARCHITECTURES, full_finetune_ledger
+
+    assert round(ARCHITECTURES["SmolLM2-135M"].n_params / 1e6, 1) == 134.5
+    assert round(ARCHITECTURES["Llama-2-7B"].n_params / 1e9, 2) == 6.74
+    seventy = full_finetune_ledger(ARCHITECTURES["Llama-2-70B"], batch=1, seq_len=512)
+    assert (
+        seventy.weights + seventy.gradients + seventy.optimizer
+        == 16 * ARCHITECTURES["Llama-2-70B"].n_params
+    )

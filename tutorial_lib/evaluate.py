@@ -332,6 +332,15 @@ def evaluate_model(model, tokenizer, probe, domain, general, batch_size: int = 3
     )
 
 
+def paired_stderr(before: list[bool], after: list[bool]) -> float:
+    """Standard error of an accuracy change measured on the same items (paired, as McNemar):
+    only items that flipped carry information, so it is smaller than two independent errors."""
+    n = len(before)
+    diffs = [int(a) - int(b) for b, a in zip(before, after)]
+    mean = sum(diffs) / n
+    return math.sqrt(max(0.0, sum(d * d for d in diffs) / n - mean * mean) / n)
+
+
 def forgetting_report(before: Evaluation, after: Evaluation) -> dict:
     """What was learned and what was lost between two evaluations of the same items."""
     if before.probe.ids != after.probe.ids:
@@ -342,6 +351,7 @@ def forgetting_report(before: Evaluation, after: Evaluation) -> dict:
     return {
         "domain_gain": after.domain.accuracy - before.domain.accuracy,
         "forgetting": before.probe.accuracy - after.probe.accuracy,
+        "forgetting_stderr": paired_stderr(before.probe.correct, after.probe.correct),
         "retention": len(still) / len(was_right) if was_right else float("nan"),
         "forgetting_by_category": {c: cats_before[c] - cats_after[c] for c in cats_before},
         "probe_logprob_shift": after.probe.mean_logprob - before.probe.mean_logprob,
@@ -363,3 +373,17 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 40) -> str:
             pad_token_id=tokenizer.pad_token_id,
         )
     return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def side_by_side(models: dict, tokenizer, questions: list[str], max_new_tokens: int = 40):
+    """Each model's greedy answer to each question, as a table (one column per model)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "question": q,
+            **{name: answer(m, tokenizer, q, max_new_tokens) for name, m in models.items()},
+        }
+        for q in questions
+    ]
+    return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})

@@ -100,6 +100,7 @@ class ExperimentResult:
             "probe_accuracy_by_category_before": b["probe_accuracy_by_category"],
             "probe_accuracy_by_category_after": a["probe_accuracy_by_category"],
             "forgetting": report["forgetting"],
+            "forgetting_stderr": report["forgetting_stderr"],
             "retention": report["retention"],
             "general_ce_before": b["general_ce"],
             "general_ce_after": a["general_ce"],

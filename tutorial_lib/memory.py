@@ -185,3 +185,50 @@ def preflight(ledger: MemoryLedger, device: torch.device, headroom: float = 0.9)
         "Try a smaller batch_size with grad_accum (activations shrink with the micro-batch), "
         "LoRA (no gradients or optimizer state for the base weights), or QLoRA (4-bit weights)."
     )
+
+
+# --- scaling the ledger to models we cannot load here -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape numbers the ledger needs; public figures of well-known llama-style models."""
+
+    name: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+
+    @property
+    def n_params(self) -> int:
+        """Parameters: embeddings, attention, MLP and norms of every layer, the output head."""
+        h, i, layers = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        kv = self.num_key_value_heads * (h // self.num_attention_heads)
+        per_layer = 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h
+        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return layers * per_layer + embeddings + h
+
+
+ARCHITECTURES = {
+    "SmolLM2-135M": Architecture("SmolLM2-135M", 576, 1536, 30, 9, 3, 49152, True),
+    "Llama-3.2-1B": Architecture("Llama-3.2-1B", 2048, 8192, 16, 32, 8, 128256, True),
+    "Llama-2-7B": Architecture("Llama-2-7B", 4096, 11008, 32, 32, 32, 32000),
+    "Llama-2-70B": Architecture("Llama-2-70B", 8192, 28672, 80, 64, 8, 32000),
+}
+
+
+def full_finetune_ledger(
+    arch: Architecture, batch: int, seq_len: int, weight_bytes: float = 4, grad_bytes: float = 4
+) -> MemoryLedger:
+    """Full fine-tuning with AdamW of a model we only know by its shape (fp32 unless told)."""
+    n = arch.n_params
+    return MemoryLedger(
+        weights=int(n * weight_bytes),
+        gradients=int(n * grad_bytes),
+        optimizer=8 * n,
+        activations=activation_bytes(arch, batch, seq_len, 4 if weight_bytes == 4 else 2),
+    )

@@ -68,6 +68,7 @@ class TrainResult:
     sec_per_step: float = float("nan")
     tokens_per_sec: float = float("nan")
     peak_memory_bytes: int = 0
+    memory_at_start_bytes: int = 0  # what was in use before the run (model, earlier cells...)
     trainable_params: int = 0
     total_params: int = 0
     optimizer_state_bytes: int = 0
@@ -226,6 +227,7 @@ def train(
         result.sec_per_step = sum(timed) / len(timed)
         result.tokens_per_sec = tokens / result.seconds if result.seconds else float("nan")
     result.peak_memory_bytes = mem.peak_bytes
+    result.memory_at_start_bytes = mem.start_bytes
     result.optimizer_state_bytes = optimizer_state_bytes(optimizer.optimizer)
     acc.unwrap_model(model).train(was_training)
     return result
