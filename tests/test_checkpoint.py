@@ -18,6 +18,12 @@ def _fresh(corpus, method="full"):
     return apply_method(model, method), tok
 
 
+def _train_into(folder, model, tok, examples, steps: int, **kwargs):
+    """A short run that checkpoints into `folder`."""
+    config = TrainConfig(steps=steps, batch_size=4)
+    return train(model, examples, config, tok.pad_token_id, checkpoint_dir=folder, **kwargs)
+
+
 def _interrupt_after(model, n_forwards: int) -> None:
     """Make the n+1-th forward raise KeyboardInterrupt, as Ctrl-C in a notebook would."""
     calls, original = {"n": 0}, model.forward
@@ -63,13 +69,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(
     corpus, tiny_examples, tmp_path, monkeypatch
 ):
     model, tok = _fresh(corpus)
-    train(
-        model,
-        tiny_examples,
-        TrainConfig(steps=2, batch_size=4),
-        tok.pad_token_id,
-        checkpoint_dir=tmp_path,
-    )
+    _train_into(tmp_path, model, tok, tiny_examples, steps=2)
 
     def crash(tensors, path):
         with open(path, "wb") as fh:
@@ -78,46 +78,20 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(
 
     monkeypatch.setattr(ckpt, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        train(
-            model,
-            tiny_examples,
-            TrainConfig(steps=4, batch_size=4),
-            tok.pad_token_id,
-            checkpoint_dir=tmp_path,
-            resume=True,
-        )
+        _train_into(tmp_path, model, tok, tiny_examples, steps=4, resume=True)
     assert [p.name for p in tmp_path.iterdir()] == ["step-000002"]  # no half-written folder
 
 
 def test_resuming_with_another_method_is_refused(corpus, tiny_examples, tmp_path):
     model, tok = _fresh(corpus, "lora")
-    train(
-        model,
-        tiny_examples,
-        TrainConfig(steps=1, batch_size=4),
-        tok.pad_token_id,
-        checkpoint_dir=tmp_path,
-    )
+    _train_into(tmp_path, model, tok, tiny_examples, steps=1)
     other, _ = _fresh(corpus, "full")
     with pytest.raises(ValueError, match="another method"):
-        train(
-            other,
-            tiny_examples,
-            TrainConfig(steps=2, batch_size=4),
-            tok.pad_token_id,
-            checkpoint_dir=tmp_path,
-            resume=True,
-        )
+        _train_into(tmp_path, other, tok, tiny_examples, steps=2, resume=True)
 
 
 def test_checkpoints_hold_no_pickles(corpus, tiny_examples, tmp_path):
     model, tok = _fresh(corpus, "lora")
-    train(
-        model,
-        tiny_examples,
-        TrainConfig(steps=1, batch_size=4),
-        tok.pad_token_id,
-        checkpoint_dir=tmp_path,
-    )
+    _train_into(tmp_path, model, tok, tiny_examples, steps=1)
     files = sorted(p.name for p in ckpt.latest_checkpoint(tmp_path).iterdir())
     assert files == [ckpt.META, ckpt.TENSORS]
