@@ -17,10 +17,9 @@ from tutorial_lib.evaluate import (
     forgetting_report,
     general_cross_entropy,
     question_prompt,
-    score_choices,
-    score_continuations,
 )
 from tutorial_lib.methods import apply_method
+from tutorial_lib.scoring import score_choices, score_continuations
 
 
 def _manual_logprob(model, tok, context: str, continuation: str) -> float:

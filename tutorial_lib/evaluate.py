@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -12,171 +11,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tutorial_lib.data import render_prompt
+from tutorial_lib.scoring import eval_mode, score_choices
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
 DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """eval() and no_grad for the duration, then restore the model's previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def adapters_disabled(model: torch.nn.Module):
     """Context in which a peft model behaves as its base: "before" never has an adapter on."""
     disable = getattr(model, "disable_adapter", None)
     return disable() if callable(disable) else nullcontext()
-
-
-def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Tokenise context+continuation together and split, as lm-evaluation-harness does."""
-    spaces = len(context) - len(context.rstrip(" "))
-    if spaces:  # a trailing space belongs to the continuation's first token
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    return whole[: len(ctx)], whole[len(ctx) :]
-
-
-def score_continuations(
-    model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 32, desc: str = "scoring"
-) -> list[tuple[float, int]]:
-    """Sum of log p(continuation | context) and its token count, for each (context, continuation).
-
-    Requests are sorted by length so each padded batch wastes little; logits at position t
-    predict token t+1, so the continuation's targets are read one position to the left.
-    """
-    encoded = [_encode_pair(tokenizer, c, x) for c, x in requests]
-    order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
-    results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with eval_mode(model):
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-            idx = order[start : start + batch_size]
-            seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for row, i in enumerate(idx):
-                ctx, cont = encoded[i]
-                span = logits[row, len(ctx) - 1 : len(ctx) + len(cont) - 1].float()
-                logp = F.log_softmax(span, dim=-1)
-                target = torch.tensor(cont, device=span.device)
-                results[i] = (logp.gather(1, target[:, None]).sum().item(), len(cont))
-    return results
-
-
-def _cache_argument() -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; support both."""
-    from transformers import LlamaForCausalLM
-
-    params = inspect.signature(LlamaForCausalLM.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-_CACHE_ARG = _cache_argument()
-
-
-def _shared_encoding(tokenizer, context: str, choices: list[str]):
-    """Context ids and each choice's ids, or None when a choice's tokens merge into the context."""
-    pairs = [_encode_pair(tokenizer, context, choice) for choice in choices]
-    ctx = pairs[0][0]
-    if any(p[0] != ctx for p in pairs) or any(not p[1] for p in pairs):
-        return None
-    return ctx, [p[1] for p in pairs]
-
-
-def _pad(seqs: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded ids and their attention mask (right-padded unless `left`)."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq)
-        mask[row, span] = 1
-    return ids, mask
-
-
-def _score_group_batch(model, batch: list[tuple[list[int], list[list[int]]]], pad: int):
-    """Score a batch of (context, choices): one forward over the contexts, whose key/value cache
-    is then shared by every choice, instead of re-reading each context once per choice.
-
-    Contexts are left-padded so each one ends at the last position: only that position's
-    logits are needed (they predict each choice's first token).
-    """
-    device = next(model.parameters()).device
-    ctx_ids, ctx_mask = _pad([ctx for ctx, _ in batch], pad, left=True)
-    ctx_pos = (ctx_mask.cumsum(1) - 1).clamp(min=0)  # real positions despite the left padding
-    out = model(
-        input_ids=ctx_ids.to(device),
-        attention_mask=ctx_mask.to(device),
-        position_ids=ctx_pos.to(device),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    owner = [i for i, (_, conts) in enumerate(batch) for _ in conts]  # item of each choice row
-    conts = [c for _, cs in batch for c in cs]
-    cache = out.cache if _CACHE_ARG == "cache" else out.past_key_values
-    cache.batch_select_indices(torch.tensor(owner, device=device))  # one copy per choice
-    cont_ids, cont_mask = _pad(conts, pad)
-    ctx_len = ctx_mask.sum(1)[owner]
-    positions = ctx_len[:, None] + torch.arange(cont_ids.shape[1])[None, :]
-    logits = model(
-        input_ids=cont_ids.to(device),
-        attention_mask=torch.cat([ctx_mask[owner], cont_mask], 1).to(device),
-        position_ids=positions.to(device),
-        **{_CACHE_ARG: cache},
-    ).logits
-    scores = []
-    for row, (item, cont) in enumerate(zip(owner, conts)):
-        span = torch.cat([out.logits[item, -1:], logits[row, : len(cont) - 1]]).float()
-        target = torch.tensor(cont, device=span.device)
-        scores.append((F.log_softmax(span, -1).gather(1, target[:, None]).sum().item(), len(cont)))
-    return scores
-
-
-def score_choices(
-    model,
-    tokenizer,
-    groups: list[tuple[str, list[str]]],
-    batch_size: int = 16,
-    desc: str = "scoring",
-) -> list[list[tuple[float, int]]]:
-    """Like `score_continuations` for (context, choices) groups, reading each context only once.
-
-    A group whose choice tokens would merge across the context boundary is scored the plain
-    way, so results always equal `score_continuations` (tested).
-    """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [_shared_encoding(tokenizer, ctx, choices) for ctx, choices in groups]
-    shared = sorted((i for i, e in enumerate(encoded) if e), key=lambda i: -len(encoded[i][0]))
-    results: list[list[tuple[float, int]]] = [[] for _ in groups]
-    with eval_mode(model):
-        for start in tqdm(range(0, len(shared), batch_size), desc=desc, leave=False):
-            idx = shared[start : start + batch_size]
-            flat = iter(_score_group_batch(model, [encoded[i] for i in idx], pad))
-            for i in idx:
-                results[i] = [next(flat) for _ in encoded[i][1]]
-    rest = [i for i, e in enumerate(encoded) if e is None]
-    if rest:
-        requests = [(groups[i][0], c) for i in rest for c in groups[i][1]]
-        flat = iter(score_continuations(model, tokenizer, requests, batch_size, desc))
-        for i in rest:
-            results[i] = [next(flat) for _ in groups[i][1]]
-    return results
 
 
 @dataclass
