@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -132,11 +133,13 @@ def train(
     pad_id: int,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    penalties: list[Callable[[torch.nn.Module], torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train `model` in place on encoded examples; Ctrl-C stops cleanly with what was trained.
 
     With `checkpoint_dir`, the run is checkpointed every `config.save_every` steps, at the end
     and on Ctrl-C; `resume=True` continues from the newest checkpoint there, if any.
+    `penalties` (e.g. `forgetting.L2SP`) are added to the loss; the history logs the data loss.
     """
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no parameter requires grad: apply a method (e.g. 'lora') first")
@@ -199,8 +202,9 @@ def train(
                     batch = next(batches)
                     with acc.accumulate(model):
                         loss = model(**batch).loss
-                        _check_finite(loss, step, scheduler.get_last_lr()[0])
-                        acc.backward(loss)
+                        total = loss + sum(pen(acc.unwrap_model(model)) for pen in penalties or [])
+                        _check_finite(total, step, scheduler.get_last_lr()[0])
+                        acc.backward(total)
                         if acc.sync_gradients and config.max_grad_norm:
                             acc.clip_grad_norm_(params, config.max_grad_norm)
                         optimizer.step()
