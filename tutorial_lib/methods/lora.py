@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from tutorial_lib.methods import register
+
+# peft 0.21 calls a transformers method that transformers 5 deprecates; nothing for a learner to do.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass
