@@ -93,6 +93,7 @@ def evaluate_choices(
     """Score every choice of every item as the answer to its question; pick the likeliest."""
     prompts = [question_prompt(tokenizer, item["question"], style) for item in items]
     groups = [(p, [sep + c for c in item["choices"]]) for (p, sep), item in zip(prompts, items)]
+    # batch_size counts sequences; a group is one context plus its choices (about 2 sequences' work)
     scores = score_choices(model, tokenizer, groups, max(1, batch_size // 2), desc)
     preds, preds_norm, gold_lp, chosen = [], [], [], []
     for item, item_scores in zip(items, scores):

@@ -85,9 +85,9 @@ class EWC(L2SP):
         model.zero_grad(set_to_none=True)
         if count == 0:
             raise ValueError("EWC needs at least one batch of general text to estimate the Fisher")
-        largest = max(f.max().item() for f in self.fisher.values()) / count
-        for name in self.fisher:  # mean over batches, scaled so the largest importance is 1
-            self.fisher[name] /= count * (largest or 1.0)
+        largest = max(f.max().item() for f in self.fisher.values()) or 1.0
+        for name in self.fisher:  # scaled so the largest importance is 1 (the mean's scale cancels)
+            self.fisher[name] /= largest
 
     def importance(self, name: str) -> torch.Tensor:
         return self.fisher[name]

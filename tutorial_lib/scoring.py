@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -48,32 +49,28 @@ def score_continuations(
     with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
             idx = order[start : start + batch_size]
-            seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
+            ids, mask = _pad([encoded[i][0] + encoded[i][1] for i in idx], pad)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             for row, i in enumerate(idx):
                 ctx, cont = encoded[i]
-                span = logits[row, len(ctx) - 1 : len(ctx) + len(cont) - 1].float()
-                logp = F.log_softmax(span, dim=-1)
-                target = torch.tensor(cont, device=span.device)
-                results[i] = (logp.gather(1, target[:, None]).sum().item(), len(cont))
+                results[i] = _logprob(logits[row, len(ctx) - 1 : len(ctx) + len(cont) - 1], cont)
     return results
 
 
+def _logprob(span: torch.Tensor, targets: list[int]) -> tuple[float, int]:
+    """Summed log-probability of `targets` under the logits that predict them, and their count."""
+    logp = F.log_softmax(span.float(), dim=-1)
+    index = torch.tensor(targets, device=span.device)[:, None]
+    return logp.gather(1, index).sum().item(), len(targets)
+
+
+@lru_cache(maxsize=1)
 def _cache_argument() -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; support both."""
+    """transformers 5 renamed `past_key_values` to `cache`; support both (checked on first use)."""
     from transformers import LlamaForCausalLM
 
     params = inspect.signature(LlamaForCausalLM.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-_CACHE_ARG = _cache_argument()
 
 
 def _shared_encoding(tokenizer, context: str, choices: list[str]):
@@ -116,7 +113,8 @@ def _score_group_batch(model, batch: list[tuple[list[int], list[list[int]]]], pa
     )
     owner = [i for i, (_, conts) in enumerate(batch) for _ in conts]  # item of each choice row
     conts = [c for _, cs in batch for c in cs]
-    cache = out.cache if _CACHE_ARG == "cache" else out.past_key_values
+    cache_arg = _cache_argument()
+    cache = out.cache if cache_arg == "cache" else out.past_key_values
     cache.batch_select_indices(torch.tensor(owner, device=device))  # one copy per choice
     cont_ids, cont_mask = _pad(conts, pad)
     ctx_len = ctx_mask.sum(1)[owner]
@@ -125,14 +123,12 @@ def _score_group_batch(model, batch: list[tuple[list[int], list[list[int]]]], pa
         input_ids=cont_ids.to(device),
         attention_mask=torch.cat([ctx_mask[owner], cont_mask], 1).to(device),
         position_ids=positions.to(device),
-        **{_CACHE_ARG: cache},
+        **{cache_arg: cache},
     ).logits
-    scores = []
-    for row, (item, cont) in enumerate(zip(owner, conts)):
-        span = torch.cat([out.logits[item, -1:], logits[row, : len(cont) - 1]]).float()
-        target = torch.tensor(cont, device=span.device)
-        scores.append((F.log_softmax(span, -1).gather(1, target[:, None]).sum().item(), len(cont)))
-    return scores
+    return [
+        _logprob(torch.cat([out.logits[item, -1:], logits[row, : len(cont) - 1]]), cont)
+        for row, (item, cont) in enumerate(zip(owner, conts))
+    ]
 
 
 def score_choices(
