@@ -53,6 +53,9 @@ def test_methods_lists_the_registry():
         (["baseline", "--profile", "huge"], "invalid choice"),
         (["train", "--method", "lora", "--resume"], "--resume needs --checkpoint-dir"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--method", "full", "--replay", "1"], "must be a fraction in [0, 1)"),
+        (["train", "--method", "full", "--l2sp", "-0.1"], "must be a number >= 0"),
+        (["train", "--method", "full", "--ewc", "nan"], "must be a number >= 0"),
     ],
 )
 def test_bad_arguments_give_one_line_and_no_traceback(args, message):
@@ -101,3 +104,18 @@ def test_train_lora_learns_the_domain(tmp_path):
     assert result["loss_history"][-1] < result["loss_history"][0]
     assert 0 < result["trainable_params"] < 0.05 * result["total_params"]
     assert 0 < result["checkpoint_bytes"] < 20 * 2**20  # the adapter, not the whole model
+
+
+def test_train_keeps_checkpoints_and_takes_the_forgetting_options(tmp_path, tiny):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    out, ckpt = tmp_path / "run.json", tmp_path / "ckpt"
+    args = ["train", "--method", "full", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
+    args += ["--steps", "2", "--replay", "0.25", "--l2sp", "0.01", "--checkpoint-dir", str(ckpt)]
+    proc = cli(*args, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert TRAIN_KEYS <= set(result) and (result["replay"], result["l2sp"]) == (0.25, 0.01)
+    assert "replay 0.25  l2sp 0.01" in proc.stdout
+    assert [p.name for p in ckpt.iterdir()] == ["step-000002"]

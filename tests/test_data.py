@@ -176,3 +176,35 @@ def test_collate_pads_right_and_masks_padding():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_replay_pool_never_states_a_probe_answer():
+    """Replay trains on its text: a passage that stated a probe answer would inflate retention."""
+    import re
+
+    skip = {
+        "which",
+        "where",
+        "their",
+        "there",
+        "about",
+        "these",
+        "those",
+        "other",
+        "would",
+        "could",
+    }
+
+    def has(text: str, phrase: str, plural: bool = False) -> bool:
+        tail = r"(s|es)?\b" if plural else r"(?!\w)"
+        return re.search(r"(?<!\w)" + re.escape(phrase.lower()) + tail, text.lower()) is not None
+
+    passages = [row["text"] for row in data.load_replay_text()]
+    leaks = []
+    for item in data.load_probe():
+        answer = item["choices"][item["answer"]]
+        words = {w for w in re.findall(r"[a-z]+", item["question"].lower()) if len(w) > 4} - skip
+        for text in passages:
+            if has(text, answer) and any(has(text, w, plural=True) for w in words):
+                leaks.append((item["id"], answer))
+    assert not leaks

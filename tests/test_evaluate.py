@@ -157,3 +157,31 @@ def test_side_by_side_has_one_column_per_model(tiny):
     assert (
         table.data["before"].tolist() == table.data["after"].tolist()
     )  # greedy: same model, same text
+
+
+def test_flipped_items_lists_what_was_forgotten_with_the_new_answer():
+    from tutorial_lib.evaluate import ChoiceResult, Evaluation, flipped_items
+
+    items = [
+        {"id": f"p{i}", "category": "c", "question": f"q{i}", "choices": ["a", "b"], "answer": 0}
+        for i in range(4)
+    ]
+
+    def evaluation(preds):
+        probe = ChoiceResult(
+            ids=[it["id"] for it in items],
+            categories=["c"] * 4,
+            answers=[0] * 4,
+            predictions=preds,
+            predictions_norm=preds,
+            correct_logprobs=[0.0] * 4,
+            chosen_texts=[items[i]["choices"][p] for i, p in enumerate(preds)],
+        )
+        return Evaluation(probe=probe, domain=probe, general_ce=3.0)
+
+    before, after = evaluation([0, 0, 1, 1]), evaluation([0, 1, 0, 1])
+    assert flipped_items(before, after, items) == [
+        {"category": "c", "question": "q1", "before": "a", "after": "b"}
+    ]
+    with pytest.raises(ValueError, match="probe items"):
+        flipped_items(before, after, items[::-1])

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from tutorial_lib import data
-from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay, run_sweep
+from tutorial_lib.forgetting import (
+    EWC,
+    L2SP,
+    at_domain_accuracy,
+    comparison_table,
+    encode_text,
+    general_batches,
+    mix_replay,
+    run_sweep,
+)
 from tutorial_lib.methods import apply_method
 from tutorial_lib.train import TrainConfig, train
 
@@ -75,9 +85,17 @@ def test_ewc_weights_by_fisher_and_is_zero_at_the_start(tiny):
     batches = general_batches(tok, data.load_general_text(limit=4), max_length=32, batch_size=2)
     ewc = EWC(model, weight=1.0, batches=batches)
     assert ewc(model).item() == 0.0
-    largest = max(f.max().item() for f in ewc.fisher.values())
-    assert largest == pytest.approx(1.0)
+    total = sum(f.sum().item() for f in ewc.fisher.values())
+    assert total / sum(f.numel() for f in ewc.fisher.values()) == pytest.approx(1.0)
     assert all(torch.all(f >= 0) for f in ewc.fisher.values())
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in ewc.fisher:
+            params[name] += 0.1
+    model.zero_grad()
+    ewc(model).backward()
+    for name, fisher in ewc.fisher.items():  # the pull on each weight is its importance × offset
+        torch.testing.assert_close(params[name].grad, 0.1 * fisher, rtol=1e-3, atol=1e-6)
 
 
 def test_sweep_resumes_without_losing_finished_runs(tmp_path):
@@ -97,3 +115,96 @@ def test_sweep_resumes_without_losing_finished_runs(tmp_path):
     results = run_sweep(configs, flaky, path)
     assert calls == [1e-4, 3e-4, 3e-4, 1e-3]  # the finished run was not repeated
     assert [r["score"] for r in results] == pytest.approx([1e-3, 3e-3, 1e-2])
+
+
+# --- one experiment with mitigations, and comparing runs ----------------------------------------
+
+
+@pytest.fixture
+def tiny_folder(tiny, tmp_path):
+    """The tiny model saved as a local model folder, loadable by name like any other model."""
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_experiment_with_replay_and_penalties_records_its_trajectory(tiny_folder):
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import run_experiment
+
+    profile = get_profile("quick").with_overrides(
+        probe_items=10, domain_facts=2, general_items=4, replay_items=4, batch_size=4
+    )
+    result = run_experiment(
+        "full",
+        steps=4,
+        lr=1e-3,
+        profile=profile,
+        model_name=tiny_folder,
+        replay=0.5,
+        l2sp=0.1,
+        ewc=0.1,
+        eval_at=(2, 99),
+    )
+    s = result.summary()
+    assert (s["replay"], s["l2sp"], s["ewc"]) == (0.5, 0.1, 0.1)
+    assert [p["step"] for p in s["trajectory"]] == [0, 2, 4]  # 99 is past the end: skipped
+    start, end = s["trajectory"][0], s["trajectory"][-1]
+    assert start["retention"] == 1.0 and start["forgetting"] == 0.0
+    assert end["domain_accuracy"] == s["domain_accuracy_after"]
+    assert end["general_ce"] == s["general_ce_after"] != start["general_ce"]
+    json.dumps(s)  # the CLI writes it as JSON
+
+
+def test_replay_pool_is_apart_from_the_evaluation_text_and_the_probe():
+    replay = data.load_replay_text()
+    general = {row["text"] for row in data.load_general_text()}
+    assert len(replay) == 100 and not general & {row["text"] for row in replay}
+    sentences = {s.strip() for text in general for s in text.split(". ")}
+    assert not sentences & {s.strip() for row in replay for s in row["text"].split(". ")}
+
+
+def _trajectory(*points):
+    return [
+        {"step": s, "domain_accuracy": d, "retention": r, "general_ce": c} for s, d, r, c in points
+    ]
+
+
+def test_matched_accuracy_interpolates_between_measured_steps():
+    run = _trajectory((0, 0.2, 1.0, 3.0), (10, 0.6, 0.9, 3.2), (20, 1.0, 0.7, 3.6))
+    at = at_domain_accuracy(run, 0.8)
+    assert at["step"] == pytest.approx(15) and at["retention"] == pytest.approx(0.8)
+    assert at["general_ce"] == pytest.approx(3.4)
+    assert at_domain_accuracy(run, 0.6)["step"] == 10  # reached exactly at a measured step
+    assert at_domain_accuracy(run, 1.01) is None  # never reached: no number is invented
+
+
+def test_matched_accuracy_takes_the_first_crossing():
+    run = _trajectory(
+        (0, 0.2, 1.0, 3.0), (10, 0.9, 0.8, 3.1), (20, 0.7, 0.6, 3.3), (30, 0.95, 0.5, 3.4)
+    )
+    assert at_domain_accuracy(run, 0.85)["step"] == pytest.approx(10 * 0.65 / 0.7)
+
+
+def test_comparison_table_reports_end_and_matched_numbers():
+    def run(label, end_domain, trajectory):
+        return {
+            "label": label,
+            "domain_accuracy_after": end_domain,
+            "probe_accuracy_after": 0.6,
+            "forgetting": 0.05,
+            "forgetting_stderr": 0.02,
+            "retention": trajectory[-1]["retention"],
+            "general_ce_after": trajectory[-1]["general_ce"],
+            "sec_per_step": 4.0,
+            "trajectory": trajectory,
+        }
+
+    fast = run("fast", 1.0, _trajectory((0, 0.2, 1.0, 3.0), (10, 1.0, 0.8, 3.5)))
+    slow = run("slow", 0.5, _trajectory((0, 0.2, 1.0, 3.0), (10, 0.5, 0.95, 3.1)))
+    table = comparison_table([fast, slow], target=0.6)
+    assert table.loc["fast", "forgetting (pts)"] == 5.0
+    assert table.loc["fast", "retention at 60%"] == pytest.approx(0.9)
+    assert table.loc["fast", "step to 60%"] == pytest.approx(5.0)
+    assert math.isnan(table.loc["slow", "retention at 60%"])  # never got there: no number

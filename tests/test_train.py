@@ -78,6 +78,20 @@ def test_ctrl_c_keeps_what_was_trained(tiny, tiny_examples):
     assert not torch.equal(before, model.model.layers[0].mlp.up_proj.weight)
 
 
+def test_on_step_sees_every_step_and_the_model_it_trains(tiny, tiny_examples):
+    model, tokenizer = tiny
+    seen = []
+    config = TrainConfig(steps=3, batch_size=4, lr=1e-3)
+    train(
+        model,
+        tiny_examples,
+        config,
+        tokenizer.pad_token_id,
+        on_step=lambda s, m: seen.append((s, m)),
+    )
+    assert [s for s, _ in seen] == [1, 2, 3] and all(m is model for _, m in seen)
+
+
 def test_nan_loss_stops_with_the_step(tiny, tiny_examples):
     model, tok = tiny
     model = apply_method(model, "full")

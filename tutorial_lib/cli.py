@@ -38,6 +38,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 def _json_path(text: str) -> Path:
     """A path we can write to, checked before any long run starts."""
     path = Path(text).expanduser()
@@ -74,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
     train.add_argument("--checkpoint-dir", help="save checkpoints here (at the end and on Ctrl-C)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    train.add_argument(
+        "--replay", type=_fraction, default=0.0, help="share of general text mixed into training"
+    )
+    train.add_argument(
+        "--l2sp", type=_weight, default=0.0, help="weight of the pull toward the original weights"
+    )
+    train.add_argument(
+        "--ewc", type=_weight, default=0.0, help="weight of the Fisher-weighted pull (EWC)"
+    )
     return parser
 
 
@@ -133,10 +162,16 @@ def cmd_train(args) -> None:
         seed=args.seed,
         profile=get_profile(args.profile),
         model_name=args.model or DEFAULT_MODEL,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        replay=args.replay,
+        l2sp=args.l2sp,
+        ewc=args.ewc,
     )
     s = result.summary()
     print(
         f"method {s['method']}  lr {s['lr']:g}  steps {s['steps']}"
+        + "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
         + ("  (interrupted)" if s["interrupted"] else "")
     )
     print(

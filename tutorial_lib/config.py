@@ -20,6 +20,7 @@ class Profile:
     domain_facts: int | None  # domain facts trained and asked about (None = all 110)
     general_items: int | None  # general-text passages for cross-entropy (None = all)
     eval_batch_size: int = 32  # sequences per evaluation forward pass
+    replay_items: int | None = None  # replay passages used to estimate EWC's Fisher (None = all)
 
     def __post_init__(self) -> None:
         for field in ("train_steps", "batch_size", "max_length", "eval_batch_size"):
@@ -44,6 +45,7 @@ PROFILES: dict[str, Profile] = {
         probe_items=64,
         domain_facts=12,
         general_items=24,
+        replay_items=16,
     ),
     # What a learner gets: whole evaluation sets, runs long enough for effects to show.
     "full": Profile(

@@ -188,6 +188,11 @@ def load_general_text(path: Path | None = None, limit: int | None = None) -> lis
     return read_jsonl(path or data_dir() / "general_text.jsonl", "text")[:limit]
 
 
+def load_replay_text(path: Path | None = None, limit: int | None = None) -> list[dict]:
+    """General passages for replay, kept apart from the text that measures cross-entropy."""
+    return read_jsonl(path or data_dir() / "replay_text.jsonl", "text")[:limit]
+
+
 def _balanced(rows: list[dict], limit: int) -> list[dict]:
     """First `limit` items taken category by category in turn, so a subset keeps all categories."""
     by_cat: dict[str, list[dict]] = {}

@@ -205,6 +205,23 @@ def forgetting_report(before: Evaluation, after: Evaluation) -> dict:
     }
 
 
+def flipped_items(before: Evaluation, after: Evaluation, items: list[dict]) -> list[dict]:
+    """The probe items the base model got right and the trained model gets wrong, with the
+    answer it now prefers: what forgetting looks like, item by item."""
+    if before.probe.ids != [item["id"] for item in items]:
+        raise ValueError("items must be the probe items both evaluations scored, in order")
+    return [
+        {
+            "category": item.get("category", ""),
+            "question": item["question"],
+            "before": before.probe.chosen_texts[i],
+            "after": after.probe.chosen_texts[i],
+        }
+        for i, item in enumerate(items)
+        if before.probe.correct[i] and not after.probe.correct[i]
+    ]
+
+
 def answer(model, tokenizer, question: str, max_new_tokens: int = 40) -> str:
     """The model's greedy reply to one question, for before/after side-by-sides."""
     prompt = render_prompt(tokenizer, question)

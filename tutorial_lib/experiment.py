@@ -9,6 +9,7 @@ from pathlib import Path
 from tutorial_lib import data
 from tutorial_lib.config import Profile, get_profile
 from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model, forgetting_report
+from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 from tutorial_lib.train import TrainConfig, TrainResult, train
@@ -72,6 +73,8 @@ class ExperimentResult:
     after: Evaluation
     checkpoint_bytes: int
     model: object = field(repr=False, default=None)
+    mitigation: dict = field(default_factory=dict)  # replay / l2sp / ewc settings of the run
+    trajectory: list[dict] = field(default_factory=list)  # evaluations during training
 
     def summary(self) -> dict:
         """Flat metrics under the names the CLI's JSON promises."""
@@ -105,7 +108,45 @@ class ExperimentResult:
             "general_ce_before": b["general_ce"],
             "general_ce_after": a["general_ce"],
             "checkpoint_bytes": self.checkpoint_bytes,
+            **self.mitigation,
+            "trajectory": self.trajectory,
         }
+
+
+def trajectory_point(step: int, before: Evaluation, now: Evaluation) -> dict:
+    """The numbers a learning-vs-forgetting plot needs, at one step of a run."""
+    report = forgetting_report(before, now)
+    return {
+        "step": step,
+        "domain_accuracy": now.domain.accuracy,
+        "probe_accuracy": now.probe.accuracy,
+        "forgetting": report["forgetting"],
+        "forgetting_stderr": report["forgetting_stderr"],
+        "retention": report["retention"],
+        "general_ce": now.general_ce,
+    }
+
+
+def build_penalties(model, tokenizer, profile: Profile, l2sp: float, ewc: float) -> list:
+    """The pulls toward the original weights asked for (none by default)."""
+    penalties = []
+    if l2sp:
+        penalties.append(L2SP(model, l2sp))
+    if ewc:
+        replay = data.load_replay_text(limit=profile.replay_items)
+        batches = general_batches(tokenizer, replay, profile.max_length)
+        penalties.append(EWC(model, ewc, batches))
+    return penalties
+
+
+def training_examples(tokenizer, profile: Profile, replay: float, seed: int) -> list[dict]:
+    """The domain chats, plus general text making up `replay` of the mixture."""
+    rows = data.load_domain_train(facts=profile.domain_facts)
+    examples = data.encode_chats(tokenizer, rows, profile.max_length)
+    if not replay:
+        return examples
+    pool = encode_text(tokenizer, data.load_replay_text(), profile.max_length)
+    return mix_replay(examples, pool, replay, seed)
 
 
 def run_experiment(
@@ -120,11 +161,18 @@ def run_experiment(
     suite: Suite | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    replay: float = 0.0,
+    l2sp: float = 0.0,
+    ewc: float = 0.0,
+    eval_at: tuple[int, ...] = (),
 ) -> ExperimentResult:
     """Load a fresh base model, measure it, train it with `method`, measure again.
 
     Pass `before` (an earlier `evaluate_base` on the same suite) to skip re-measuring the base;
     `checkpoint_dir` and `resume` go to `train` (checkpoint, continue an interrupted run).
+    Against forgetting: `replay` mixes in that fraction of general text, `l2sp` and `ewc` add
+    a pull toward the original weights of that weight. `eval_at` lists steps at which the
+    suite is also measured during training (the run's trajectory).
     """
     spec = get_method(method)
     profile = profile or get_profile()
@@ -136,13 +184,38 @@ def run_experiment(
     )
     suite = suite or Suite.from_profile(profile)
     model, tokenizer = load_base_model(model_name)
-    rows = data.load_domain_train(facts=profile.domain_facts)
-    examples = data.encode_chats(tokenizer, rows, profile.max_length)
+    examples = training_examples(tokenizer, profile, replay, seed)
     if before is None:
         before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
     model = apply_method(model, method, method_config)
-    result = train(model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume)
-    after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
-    return ExperimentResult(
-        method, config.lr, result, before, after, checkpoint_bytes(model), model=model
+    penalties = build_penalties(model, tokenizer, profile, l2sp, ewc)
+    trajectory = [trajectory_point(0, before, before)]
+
+    def measure(step: int, trained) -> None:
+        if step in eval_at and step < config.steps:
+            now = evaluate_suite(trained, tokenizer, suite, profile.eval_batch_size)
+            trajectory.append(trajectory_point(step, before, now))
+
+    result = train(
+        model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume, penalties, measure
     )
+    after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
+    trajectory.append(trajectory_point(result.steps_done, before, after))
+    return ExperimentResult(
+        method,
+        config.lr,
+        result,
+        before,
+        after,
+        checkpoint_bytes(model),
+        model=model,
+        mitigation={"replay": replay, "l2sp": l2sp, "ewc": ewc},
+        trajectory=trajectory,
+    )
+
+
+def summarised_run(label: str = "", group: str = "", **kwargs) -> dict:
+    """One sweep run, returned as its JSON-able summary (not the model, so a sweep holds one
+    model at a time). Bind what all runs share (profile, suite, `before`) with functools.partial;
+    `label` and `group` name the run in tables and plots."""
+    return {**run_experiment(**kwargs).summary(), "label": label, "group": group}

@@ -85,9 +85,10 @@ class EWC(L2SP):
         model.zero_grad(set_to_none=True)
         if count == 0:
             raise ValueError("EWC needs at least one batch of general text to estimate the Fisher")
-        largest = max(f.max().item() for f in self.fisher.values()) or 1.0
-        for name in self.fisher:  # scaled so the largest importance is 1 (the mean's scale cancels)
-            self.fisher[name] /= largest
+        total = sum(f.sum().item() for f in self.fisher.values())
+        mean = total / sum(f.numel() for f in self.fisher.values()) or 1.0
+        for name in self.fisher:  # mean importance 1: at equal weight, EWC pulls as hard as L2-SP
+            self.fisher[name] /= mean  # in total, but where general text needs it
 
     def importance(self, name: str) -> torch.Tensor:
         return self.fisher[name]
@@ -129,3 +130,51 @@ def run_sweep(
             os.fsync(fh.fileno())
         done[key] = row
     return [done[json.dumps(c, sort_keys=True)]["result"] for c in configs]
+
+
+# --- comparing runs ------------------------------------------------------------------------------
+
+
+def at_domain_accuracy(trajectory: list[dict], target: float) -> dict | None:
+    """A run's numbers at the moment its domain accuracy first reached `target`, interpolated
+    linearly between measured steps; None if it never did.
+
+    Comparing methods at equal steps flatters whichever learned less; comparing them at equal
+    domain accuracy asks what each paid in forgetting for the same learning.
+    """
+    for prev, point in zip(trajectory, trajectory[1:]):
+        if point["domain_accuracy"] >= target:
+            lo, hi = prev["domain_accuracy"], point["domain_accuracy"]
+            t = 1.0 if hi == lo or prev["domain_accuracy"] >= target else (target - lo) / (hi - lo)
+            return {
+                key: prev[key] + t * (point[key] - prev[key])
+                for key in point
+                if isinstance(point[key], (int, float))
+            }
+    return None
+
+
+def comparison_table(runs: list[dict], target: float | None = None):
+    """One row per run (summaries from `experiment.summarised_run`): what it learned and what it
+    kept at the end, and, with `target`, both again at the step it reached that domain accuracy."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        row = {
+            "run": run["label"],
+            "domain acc": run["domain_accuracy_after"],
+            "probe acc": run["probe_accuracy_after"],
+            "forgetting (pts)": 100 * run["forgetting"],
+            "± (pts)": 100 * run["forgetting_stderr"],
+            "retention": run["retention"],
+            "general CE": run["general_ce_after"],
+            "s/step": run["sec_per_step"],
+        }
+        if target is not None:
+            at = at_domain_accuracy(run["trajectory"], target)
+            row[f"step to {target:.0%}"] = at["step"] if at else None
+            row[f"retention at {target:.0%}"] = at["retention"] if at else None
+            row[f"CE at {target:.0%}"] = at["general_ce"] if at else None
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run").round(3)

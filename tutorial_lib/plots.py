@@ -46,3 +46,64 @@ def loss_curve(histories: dict[str, list[float]], title: str = "Training loss"):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def training_trajectory(
+    trajectory: list[dict], title: str = "Learning and forgetting during one run"
+):
+    """Domain accuracy and probe retention (left) and general-text cross-entropy (right) by step."""
+    steps = [p["step"] for p in trajectory]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3), dpi=80)
+    left.plot(steps, [p["domain_accuracy"] for p in trajectory], "o-", label="domain accuracy")
+    left.plot(steps, [p["retention"] for p in trajectory], "s-", label="probe retention")
+    left.plot(steps, [p["probe_accuracy"] for p in trajectory], "^--", label="probe accuracy")
+    left.set_ylim(0, 1.05)
+    left.set_xlabel("step")
+    left.legend(fontsize=8)
+    right.plot(steps, [p["general_ce"] for p in trajectory], "o-", color="tab:red")
+    right.set_xlabel("step")
+    right.set_ylabel("general-text cross-entropy (nats/token)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgetting"):
+    """One point per run: domain accuracy (learned) against probe retention (kept).
+
+    Each run is a dict with `label`, `group`, `domain_accuracy`, `retention` and optionally
+    `general_ce`; runs of one group share a colour. Up and to the right is better.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
+    groups = list(dict.fromkeys(run["group"] for run in runs))
+    markers = "osD^vP*Xh"
+    for k, group in enumerate(groups):
+        members = [run for run in runs if run["group"] == group]
+        for ax, key in ((left, "retention"), (right, "general_ce")):
+            if any(key not in run for run in members):
+                continue
+            ax.scatter(
+                [run["domain_accuracy"] for run in members],
+                [run[key] for run in members],
+                marker=markers[k % len(markers)],
+                s=40,
+                label=group,
+            )
+            for run in members:
+                ax.annotate(
+                    run["label"],
+                    (run["domain_accuracy"], run[key]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    left.set_ylabel("probe retention (share of known items kept)")
+    right.set_ylabel("general-text cross-entropy (lower is better)")
+    for ax in (left, right):
+        ax.set_xlabel("domain accuracy (held-out questions)")
+    left.legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -134,12 +134,15 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     penalties: list[Callable[[torch.nn.Module], torch.Tensor]] | None = None,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place on encoded examples; Ctrl-C stops cleanly with what was trained.
 
     With `checkpoint_dir`, the run is checkpointed every `config.save_every` steps, at the end
     and on Ctrl-C; `resume=True` continues from the newest checkpoint there, if any.
     `penalties` (e.g. `forgetting.L2SP`) are added to the loss; the history logs the data loss.
+    `on_step(steps_done, model)` runs after every optimizer step (e.g. to evaluate mid-run);
+    its time is left out of the run's speed figures.
     """
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no parameter requires grad: apply a method (e.g. 'lora') first")
@@ -176,6 +179,7 @@ def train(
     model, optimizer, loader = acc.prepare(model, optimizer, loader)
     result.trainable_params, result.total_params = count_params(acc.unwrap_model(model))
     batches, tokens, step_times = _batches(loader, skip=first * config.grad_accum), 0, []
+    hook_seconds = 0.0
     saved_at = first
 
     def checkpoint() -> None:
@@ -219,11 +223,15 @@ def train(
                 bar.set_postfix(loss=f"{result.loss_history[-1]:.3f}")
                 if config.save_every and result.steps_done % config.save_every == 0:
                     checkpoint()
+                if on_step is not None:
+                    t_hook = time.perf_counter()
+                    on_step(result.steps_done, acc.unwrap_model(model))
+                    hook_seconds += time.perf_counter() - t_hook
         except KeyboardInterrupt:
             result.interrupted = True  # keep the weights and history trained so far
         finally:
             bar.close()
-            result.seconds = time.perf_counter() - start
+            result.seconds = time.perf_counter() - start - hook_seconds
     if checkpoint_dir and result.steps_done > saved_at:
         checkpoint()  # the end of the run, or the moment Ctrl-C arrived
     timed = step_times[1:] or step_times  # the first step pays one-time warm-up costs
