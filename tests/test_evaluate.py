@@ -185,3 +185,11 @@ def test_flipped_items_lists_what_was_forgotten_with_the_new_answer():
     ]
     with pytest.raises(ValueError, match="probe items"):
         flipped_items(before, after, items[::-1])
+
+
+def test_quiet_progress_hides_bars_and_restores_them():
+    from tutorial_lib.scoring import progress, quiet_progress
+
+    with quiet_progress():
+        assert progress(range(2), "x").disable
+    assert not progress(range(2), "x").disable

@@ -208,3 +208,21 @@ def test_comparison_table_reports_end_and_matched_numbers():
     assert table.loc["fast", "retention at 60%"] == pytest.approx(0.9)
     assert table.loc["fast", "step to 60%"] == pytest.approx(5.0)
     assert math.isnan(table.loc["slow", "retention at 60%"])  # never got there: no number
+
+
+def test_replayed_text_adds_no_padding(tiny):
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import training_examples
+
+    _, tokenizer = tiny
+    profile = get_profile("quick").with_overrides(domain_facts=6)
+    plain = training_examples(tokenizer, profile, 0.0, seed=0)
+    mixed = training_examples(tokenizer, profile, 0.5, seed=0)
+    assert len(mixed) == 2 * len(plain) == 48
+    longest = max(len(ex["input_ids"]) for ex in plain)
+    assert max(len(ex["input_ids"]) for ex in mixed) == longest  # same width, same step cost
+
+
+def test_matched_accuracy_of_a_run_that_starts_there_is_its_start():
+    run = _trajectory((0, 0.9, 1.0, 3.0), (10, 1.0, 0.8, 3.5))
+    assert at_domain_accuracy(run, 0.8)["step"] == 0

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from tutorial_lib.data import render_prompt
-from tutorial_lib.scoring import eval_mode, score_choices
+from tutorial_lib.scoring import eval_mode, progress, score_choices
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
 DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
@@ -123,7 +122,7 @@ def general_cross_entropy(
     device = next(model.parameters()).device
     total, count = 0.0, 0
     with eval_mode(model):
-        for start in tqdm(range(0, len(texts), batch_size), desc="general text", leave=False):
+        for start in progress(range(0, len(texts), batch_size), "general text"):
             enc = tokenizer(
                 texts[start : start + batch_size],
                 return_tensors="pt",

@@ -12,6 +12,7 @@ from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model,
 from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
+from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
 
@@ -140,12 +141,14 @@ def build_penalties(model, tokenizer, profile: Profile, l2sp: float, ewc: float)
 
 
 def training_examples(tokenizer, profile: Profile, replay: float, seed: int) -> list[dict]:
-    """The domain chats, plus general text making up `replay` of the mixture."""
+    """The domain chats, plus general text making up `replay` of the mixture (by examples)."""
     rows = data.load_domain_train(facts=profile.domain_facts)
     examples = data.encode_chats(tokenizer, rows, profile.max_length)
     if not replay:
         return examples
-    pool = encode_text(tokenizer, data.load_replay_text(), profile.max_length)
+    # passages are cut to the longest chat, so replay adds no padding: a step costs the same
+    longest = max(len(ex["input_ids"]) for ex in examples)
+    pool = encode_text(tokenizer, data.load_replay_text(), longest)
     return mix_replay(examples, pool, replay, seed)
 
 
@@ -193,7 +196,8 @@ def run_experiment(
 
     def measure(step: int, trained) -> None:
         if step in eval_at and step < config.steps:
-            now = evaluate_suite(trained, tokenizer, suite, profile.eval_batch_size)
+            with quiet_progress():  # the training bar is already showing
+                now = evaluate_suite(trained, tokenizer, suite, profile.eval_batch_size)
             trajectory.append(trajectory_point(step, before, now))
 
     result = train(
@@ -218,4 +222,5 @@ def summarised_run(label: str = "", group: str = "", **kwargs) -> dict:
     """One sweep run, returned as its JSON-able summary (not the model, so a sweep holds one
     model at a time). Bind what all runs share (profile, suite, `before`) with functools.partial;
     `label` and `group` name the run in tables and plots."""
-    return {**run_experiment(**kwargs).summary(), "label": label, "group": group}
+    with quiet_progress():  # one training bar per run; evaluation bars would pile up
+        return {**run_experiment(**kwargs).summary(), "label": label, "group": group}

@@ -142,10 +142,12 @@ def at_domain_accuracy(trajectory: list[dict], target: float) -> dict | None:
     Comparing methods at equal steps flatters whichever learned less; comparing them at equal
     domain accuracy asks what each paid in forgetting for the same learning.
     """
+    if trajectory and trajectory[0]["domain_accuracy"] >= target:
+        return {k: v for k, v in trajectory[0].items() if isinstance(v, (int, float))}
     for prev, point in zip(trajectory, trajectory[1:]):
         if point["domain_accuracy"] >= target:
             lo, hi = prev["domain_accuracy"], point["domain_accuracy"]
-            t = 1.0 if hi == lo or prev["domain_accuracy"] >= target else (target - lo) / (hi - lo)
+            t = (target - lo) / (hi - lo)
             return {
                 key: prev[key] + t * (point[key] - prev[key])
                 for key in point

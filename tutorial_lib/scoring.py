@@ -10,6 +10,24 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+_QUIET = [False]
+
+
+@contextmanager
+def quiet_progress():
+    """Hide evaluation progress bars (e.g. evaluations nested inside a training run or a
+    sweep, where one bar per run is enough and a notebook would keep dozens of finished ones)."""
+    previous, _QUIET[0] = _QUIET[0], True
+    try:
+        yield
+    finally:
+        _QUIET[0] = previous
+
+
+def progress(iterable, desc: str):
+    """A transient progress bar over evaluation batches, unless inside `quiet_progress`."""
+    return tqdm(iterable, desc=desc, leave=False, disable=_QUIET[0])
+
 
 @contextmanager
 def eval_mode(model: torch.nn.Module):
@@ -47,7 +65,7 @@ def score_continuations(
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with eval_mode(model):
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        for start in progress(range(0, len(order), batch_size), desc):
             idx = order[start : start + batch_size]
             ids, mask = _pad([encoded[i][0] + encoded[i][1] for i in idx], pad)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
@@ -148,7 +166,7 @@ def score_choices(
     shared = sorted((i for i, e in enumerate(encoded) if e), key=lambda i: -len(encoded[i][0]))
     results: list[list[tuple[float, int]]] = [[] for _ in groups]
     with eval_mode(model):
-        for start in tqdm(range(0, len(shared), batch_size), desc=desc, leave=False):
+        for start in progress(range(0, len(shared), batch_size), desc):
             idx = shared[start : start + batch_size]
             flat = iter(_score_group_batch(model, [encoded[i] for i in idx], pad))
             for i in idx:
