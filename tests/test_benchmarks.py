@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,7 @@ def bench():
 
 @pytest.fixture
 def probe_items():
-    return data.load_probe(limit=6)
+    return data.load_probe(limit=4)
 
 
 def test_matmul_flops_is_a_plausible_rate(bench):
@@ -161,3 +162,18 @@ def test_lm_eval_builds_our_requests(bench, tiny, probe_items, tmp_path):
         context, sep = question_prompt(tokenizer, doc["question"], "plain")
         requests = task.construct_requests(doc, task.doc_to_text(doc))
         assert [r.arguments for r in requests] == [(context, sep + c) for c in doc["choices"]]
+
+
+def test_a_failing_measurement_is_recorded_and_the_others_still_run(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.MEASUREMENTS, "matmul", lambda b: 1 / 0)
+    monkeypatch.setitem(
+        bench.MEASUREMENTS, "probe", lambda b: {"probe_eval_speedup": 2.5, "detail": {"items": 3}}
+    )
+    runner = bench.Bench(bench.SETTINGS["quick"], threads=torch.get_num_threads())
+    bench.run(["matmul", "probe"], runner, tmp_path / "r.json")
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert "ZeroDivisionError" in saved["errors"]["matmul"]
+    assert saved["probe_eval_speedup"] == 2.5
+    assert saved["detail"]["probe"]["items"] == 3
+    row = next(r for r in bench.summary_table(saved).splitlines() if "probe_eval_speedup" in r)
+    assert row.split()[-1] == "NO"  # 2.5 misses the >= 3 target
