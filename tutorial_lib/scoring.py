@@ -42,7 +42,9 @@ def eval_mode(model: torch.nn.Module):
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Tokenise context+continuation together and split, as lm-evaluation-harness does."""
+    """Tokenise context+continuation together and split at the context's length, as
+    lm-evaluation-harness does. Trailing spaces move to the continuation; lm-eval also moves
+    trailing newlines, which only matters for chat contexts (the plain probe prompt has none)."""
     spaces = len(context) - len(context.rstrip(" "))
     if spaces:  # a trailing space belongs to the continuation's first token
         context, continuation = context[:-spaces], context[-spaces:] + continuation
