@@ -29,7 +29,13 @@ from typing import Any
 import torch
 from probe_bench import measure_lm_eval, measure_probe
 from timing import timed
-from training import measure_lora_vs_full, measure_matmul, measure_mfu, measure_trainer
+from training import (
+    measure_lora_vs_full,
+    measure_matmul,
+    measure_mfu,
+    measure_trainer,
+    packed_examples,
+)
 
 from tutorial_lib import data
 from tutorial_lib.device import physical_cores, set_threads, versions
@@ -46,12 +52,12 @@ class Settings:
     name: str
     train_steps: int  # optimizer steps per training run (Trainer comparison, MFU)
     trainer_repeats: int  # (ours, Trainer) pairs per method, interleaved, order flipped each time
-    block_steps: int  # steps per block when full and LoRA steps are interleaved
-    block_repeats: int  # (full block, LoRA block) pairs per sequence length
+    lora_repeats: int  # (full run, LoRA run) pairs per sequence length, interleaved
     probe_items: int | None  # probe items scored (None = all 360)
     warmup_skip: int = 2  # first steps of every training timing left out (allocations, caches)
     batch_size: int = 8  # sequences per optimizer step
     max_length: int = 128  # token limit of the encoded domain chats (the profiles' value)
+    pack_length: int = 64  # tokens per packed training example (the chats average 66)
     step_lengths: tuple[int, ...] = (128, 32)  # fixed sequence lengths for LoRA vs full
     eval_batch_size: int = 32  # sequences per forward pass, ours and lm-eval's alike
     matmul_size: int = 2048  # square matmul that stands in for the machine's peak FLOP/s
@@ -64,7 +70,7 @@ class Settings:
                 f"({self.warmup_skip + 2}): the first {self.warmup_skip} steps are not timed and "
                 "the last has no end mark"
             )
-        for name in ("trainer_repeats", "block_steps", "block_repeats", "batch_size"):
+        for name in ("trainer_repeats", "lora_repeats", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Settings.{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_items is not None and self.probe_items < 1:
@@ -73,13 +79,9 @@ class Settings:
 
 SETTINGS = {
     # a smoke run: every measurement once, tiny sizes, numbers not to be quoted
-    "quick": Settings(
-        "quick", train_steps=5, trainer_repeats=1, block_steps=2, block_repeats=2, probe_items=40
-    ),
+    "quick": Settings("quick", train_steps=5, trainer_repeats=1, lora_repeats=1, probe_items=40),
     # about 12-15 minutes on 2 CPU cores
-    "full": Settings(
-        "full", train_steps=10, trainer_repeats=2, block_steps=3, block_repeats=3, probe_items=None
-    ),
+    "full": Settings("full", train_steps=10, trainer_repeats=2, lora_repeats=3, probe_items=None),
 }
 
 TARGETS: dict[str, tuple[str, float | bool]] = {
@@ -116,10 +118,12 @@ class Bench:
 
     @property
     def examples(self) -> list[dict]:
-        """The domain chats, encoded once: what every training-loop comparison trains on."""
+        """The domain chats, encoded once and packed (`training.packed_examples`): what every
+        training-loop comparison trains on."""
         if "examples" not in self.memo:
             rows = data.load_domain_train()
-            self.memo["examples"] = data.encode_chats(self.base[1], rows, self.settings.max_length)
+            chats = data.encode_chats(self.base[1], rows, self.settings.max_length)
+            self.memo["examples"] = packed_examples(chats, self.settings.pack_length)
         return self.memo["examples"]
 
     def fresh(self, method: str):

@@ -5,11 +5,11 @@ Part of benchmarks/run.py (the entry point); conventions and keys are in benchma
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,24 @@ def measure_matmul(bench: Bench) -> dict:
     return {**peaks, "detail": detail}
 
 
+# --- training data: packed, so every order of the same examples is the same work -------------
+
+
+def packed_examples(examples: list[dict], length: int, label_all: bool = False) -> list[dict]:
+    """Encoded chats laid end to end and cut into blocks of exactly `length` tokens.
+
+    Our loop and Trainer shuffle with different samplers; with padded chats each would train
+    batches of different widths (here 8 chats fill 85-95 % of a padded batch), and a 7-step
+    timing would compare padding, not loops. Packed blocks need no padding: any order is the
+    same work. Labels stay the chats' own (prompt tokens -100) unless `label_all`."""
+    ids = [t for ex in examples for t in ex["input_ids"]]
+    labels = ids if label_all else [t for ex in examples for t in ex["labels"]]
+    return [
+        {"input_ids": ids[i : i + length], "labels": labels[i : i + length]}
+        for i in range(0, len(ids) - length + 1, length)
+    ]
+
+
 # --- training steps, measured from outside the loop ------------------------------------------
 
 
@@ -104,7 +122,13 @@ class StepClock:
         return step_times(self.starts, self.tokens, skip)
 
 
-def time_ours(bench: Bench, method: str, bf16: bool = False) -> StepTimes:
+def time_ours(
+    bench: Bench,
+    method: str,
+    bf16: bool = False,
+    labelled_logits_only: bool = True,
+    examples: list[dict] | None = None,
+) -> StepTimes:
     """`tutorial_lib.train.train` on a fresh copy of the base model."""
     s, (_, tokenizer) = bench.settings, bench.base
     model = bench.fresh(method)
@@ -114,10 +138,16 @@ def time_ours(bench: Bench, method: str, bf16: bool = False) -> StepTimes:
         lr=get_method(method).default_lr,
         warmup_steps=s.warmup_skip,
         bf16=bf16,
+        labelled_logits_only=labelled_logits_only,
     )
     clock = StepClock(model)
-    train(model, bench.examples, config, pad_id=tokenizer.pad_token_id)
+    train(model, examples or bench.examples, config, pad_id=tokenizer.pad_token_id)
     return clock.stop(s.warmup_skip)
+
+
+def time_ours_plain_loss(bench: Bench, method: str) -> StepTimes:
+    """Our loop computing logits at every position, as Trainer does: the loops alone compared."""
+    return time_ours(bench, method, labelled_logits_only=False)
 
 
 def trainer_args(settings: Settings, lr: float, output_dir: str):
@@ -168,28 +198,49 @@ def time_trainer(bench: Bench, method: str) -> StepTimes:
     return clock.stop(s.warmup_skip)
 
 
+TIMERS: dict[str, Callable[[Bench, str], StepTimes]] = {
+    "ours": time_ours,
+    "ours_plain_loss": time_ours_plain_loss,
+    "trainer": time_trainer,
+}
+
+
+def interleaved_runs(
+    bench: Bench, timers: dict[str, Callable[[Bench, str], StepTimes]], repeats: int, method=None
+) -> dict[str, list[StepTimes]]:
+    """Each timer once per repeat, the order reversed every other repeat (a, b, b, a, ...), so
+    a change in machine load hits every side alike. Timers get `method`, or their own name."""
+    runs: dict[str, list[StepTimes]] = {name: [] for name in timers}
+    names = list(timers)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            bench.settle()
+            runs[name].append(timers[name](bench, method or name))
+    return runs
+
+
 def measure_trainer(bench: Bench) -> dict:
-    """Our loop's tokens/s over Trainer's, for full fine-tuning and LoRA, runs interleaved."""
+    """Our loop's tokens/s over Trainer's, for full fine-tuning and LoRA, runs interleaved.
+
+    The headline is the library as a learner gets it; `ours_plain_loss` (logits at every position,
+    as Trainer computes them) separates what the loop itself costs from what the loss saves."""
     result: dict[str, Any] = {"detail": {}}
     for method in ("full", "lora"):
-        runs: dict[str, list[StepTimes]] = {"ours": [], "trainer": []}
-        for repeat in range(bench.settings.trainer_repeats):
-            order = [("ours", time_ours), ("trainer", time_trainer)]
-            for who, timer in order if repeat % 2 == 0 else order[::-1]:
-                bench.settle()
-                runs[who].append(timer(bench, method))
-        ratios = [
-            a.tokens_per_sec / b.tokens_per_sec for a, b in zip(runs["ours"], runs["trainer"])
-        ]
-        result[f"trainer_ratio_{method}"] = statistics.median(ratios)
-        result["detail"][f"trainer_ratio_{method}"] = {
-            "ratio": spread(ratios),
+        runs = interleaved_runs(bench, TIMERS, bench.settings.trainer_repeats, method)
+        key = f"trainer_ratio_{method}"
+        detail: dict[str, Any] = {}
+        for who in ("ours", "ours_plain_loss"):
+            ratios = [
+                a.tokens_per_sec / b.tokens_per_sec for a, b in zip(runs[who], runs["trainer"])
+            ]
+            detail["ratio" if who == "ours" else f"ratio_{who}"] = spread(ratios)
+        result[key] = detail["ratio"]["median"]
+        result["detail"][key] = {
+            **detail,
             **{f"{who}_tokens_per_sec": [r.tokens_per_sec for r in rs] for who, rs in runs.items()},
             **{f"{who}_step_seconds": [r.seconds for r in rs] for who, rs in runs.items()},
             **{f"{who}_warmup_seconds": [r.warmup_seconds for r in rs] for who, rs in runs.items()},
         }
-        if method == "full":
-            bench.memo["ours_full_fp32"] = runs["ours"]  # MFU reuses these runs
     return result
 
 
@@ -207,16 +258,20 @@ def mfu(tokens_per_sec: float, n_params: int, peak_flops: float) -> float:
 
 
 def measure_mfu(bench: Bench) -> dict:
-    """MFU of full fine-tuning in fp32 and in bf16 autocast, each against its own matmul peak."""
+    """MFU of full fine-tuning in fp32 and in bf16 autocast, each against its own matmul peak.
+
+    Every token is labelled here, so the output head runs at every position and 6·N per token
+    is the work actually done (on chats our loss skips the head at prompt tokens)."""
     peaks = {k: v for k, v in measure_matmul(bench).items() if k != "detail"}  # best so far
     n_params = count_params(bench.base[0])[1]
-    reused = "ours_full_fp32" in bench.memo  # the Trainer comparison's fp32 runs of our loop
-    fp32_runs = bench.memo["ours_full_fp32"] if reused else [time_ours(bench, "full")]
-    bench.settle()
-    runs = {"fp32": fp32_runs, "bf16": [time_ours(bench, "full", bf16=True)]}
+    examples = packed_examples(bench.examples, bench.settings.pack_length, label_all=True)
+    runs: dict[str, list[StepTimes]] = {"fp32": [], "bf16": []}
+    for name in ("fp32", "bf16"):
+        bench.settle()
+        runs[name].append(time_ours(bench, "full", bf16=name == "bf16", examples=examples))
     result: dict[str, Any] = {
         **peaks,
-        "detail": {"n_params": n_params, "flops_per_token": "6*N", "fp32_runs_reused": reused},
+        "detail": {"n_params": n_params, "flops_per_token": "6*N", "every_token_labelled": True},
     }
     for name, timed in runs.items():
         rates = [r.tokens_per_sec for r in timed]
@@ -235,83 +290,36 @@ def measure_mfu(bench: Bench) -> dict:
 # --- LoRA vs full step time at fixed lengths ---------------------------------------------------
 
 
-def synthetic_batches(tokenizer, length: int, batch_size: int, count: int = 4) -> list[dict]:
-    """Batches of exactly `length` tokens of domain text, every token labelled, no padding: both
-    methods do the same work in every step."""
+def fixed_length_examples(tokenizer, length: int, count: int) -> list[dict]:
+    """`count` examples of exactly `length` tokens of domain text, every token labelled: no
+    padding and the head at every position, so both methods do the same work in every step."""
     text = " ".join(m["content"] for row in data.load_domain_train() for m in row["messages"])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    need = length * batch_size * count
+    need = length * count
     ids = (ids * math.ceil(need / len(ids)))[:need]  # repeat a short corpus (tiny tests)
-    blocks = torch.tensor(ids).view(count, batch_size, length)
     return [
-        {"input_ids": b, "labels": b.clone(), "attention_mask": torch.ones_like(b)} for b in blocks
+        {"input_ids": ids[i : i + length], "labels": ids[i : i + length]}
+        for i in range(0, need, length)
     ]
 
 
-@dataclass
-class Trainee:
-    """A model and its AdamW, stepped the way `train` steps them (fp32, one process)."""
-
-    model: torch.nn.Module
-    lr: float
-    params: list = field(init=False)
-    optimizer: torch.optim.Optimizer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
-
-    def step(self, batch: dict) -> float:
-        """Forward, backward, clip to norm 1, AdamW step, zero_grad: one step of `train`."""
-        device = self.params[0].device
-        loss = self.model(**{k: v.to(device) for k, v in batch.items()}).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-
-
-def interleaved_step_times(
-    trainees: dict[str, Trainee], batches: list[dict], block_steps: int, repeats: int, warmup: int
-) -> dict[str, list[list[float]]]:
-    """Seconds per step, block by block, alternating models (order flipped each repeat) so a
-    change in machine load hits every model alike."""
-    feed = itertools.cycle(batches)
-    for trainee in trainees.values():
-        for _ in range(warmup):
-            trainee.step(next(feed))
-    times: dict[str, list[list[float]]] = {name: [] for name in trainees}
-    names = list(trainees)
-    for repeat in range(repeats):
-        for name in names if repeat % 2 == 0 else names[::-1]:
-            block = []
-            for _ in range(block_steps):
-                start = time.perf_counter()
-                trainees[name].step(next(feed))
-                block.append(time.perf_counter() - start)
-            times[name].append(block)
-    return times
-
-
 def measure_lora_vs_full(bench: Bench) -> dict:
-    """LoRA's step time over full fine-tuning's at fixed batch shapes, steps interleaved."""
+    """LoRA's seconds per step over full fine-tuning's at fixed batch shapes: whole runs of
+    `train`, one model alive at a time (as in a lesson), alternating methods."""
     s, tokenizer = bench.settings, bench.base[1]
-    trainees = {m: Trainee(bench.fresh(m), get_method(m).default_lr) for m in ("full", "lora")}
-    result: dict[str, Any] = {"detail": {"loop": "Trainee.step (train's step, no Accelerate)"}}
+    result: dict[str, Any] = {"detail": {"loop": "tutorial_lib.train.train, fresh model per run"}}
     for length in s.step_lengths:
-        bench.settle()
-        batches = synthetic_batches(tokenizer, length, s.batch_size)
-        times = interleaved_step_times(
-            trainees, batches, s.block_steps, s.block_repeats, s.warmup_skip
-        )
-        per_block = {m: [statistics.mean(b) for b in blocks] for m, blocks in times.items()}
-        ratios = [lo / fu for lo, fu in zip(per_block["lora"], per_block["full"])]
+        examples = fixed_length_examples(tokenizer, length, s.batch_size * 4)
+        timers = {m: partial(time_ours, examples=examples) for m in ("full", "lora")}
+        runs = interleaved_runs(bench, timers, s.lora_repeats)
+        per_run = {m: [statistics.mean(r.seconds) for r in rs] for m, rs in runs.items()}
+        ratios = [lo / fu for lo, fu in zip(per_run["lora"], per_run["full"])]
         result[f"lora_over_full_step_time_{length}"] = statistics.median(ratios)
         result["detail"][f"lora_over_full_step_time_{length}"] = {
             "shape": [s.batch_size, length],
             "ratio": spread(ratios),
-            "full_sec_per_step": spread(per_block["full"]),
-            "lora_sec_per_step": spread(per_block["lora"]),
+            "full_sec_per_step": spread(per_run["full"]),
+            "lora_sec_per_step": spread(per_run["lora"]),
+            "step_seconds": {m: [r.seconds for r in rs] for m, rs in runs.items()},
         }
     return result

@@ -99,40 +99,38 @@ def test_only_rejects_unknown_names_and_keeps_dependency_order(run, capsys):
     assert "allowed" in capsys.readouterr().err
 
 
-def test_synthetic_batches_are_fixed_length_and_fully_labelled(training, tiny):
-    _, tokenizer = tiny
-    batches = training.synthetic_batches(tokenizer, length=16, batch_size=3, count=2)
-    assert len(batches) == 2
-    for b in batches:
-        assert b["input_ids"].shape == (3, 16)
-        assert torch.equal(b["labels"], b["input_ids"])
-        assert bool(b["attention_mask"].all())
+def test_fixed_length_examples_are_fully_labelled_and_train(training, tiny):
+    from tutorial_lib.train import TrainConfig, train
 
-
-def test_trainee_step_trains(training, tiny):
     model, tokenizer = tiny
-    trainee = training.Trainee(apply_method(model, "full").train(), lr=1e-2)
-    batch = training.synthetic_batches(tokenizer, length=16, batch_size=2, count=1)[0]
-    losses = [trainee.step(batch) for _ in range(5)]
-    assert losses[-1] < losses[0]
-    assert all(p.grad is None for p in trainee.params)  # zero_grad(set_to_none) as in train
+    examples = training.fixed_length_examples(tokenizer, length=16, count=6)
+    assert len(examples) == 6
+    assert all(len(ex["input_ids"]) == 16 and ex["labels"] == ex["input_ids"] for ex in examples)
+    result = train(
+        apply_method(model, "full"),
+        examples,
+        TrainConfig(steps=6, batch_size=2, lr=1e-2),
+        pad_id=tokenizer.pad_token_id,
+    )
+    assert result.loss_history[-1] < result.loss_history[0]
 
 
-def test_interleaving_alternates_blocks(training):
+def test_interleaving_reverses_the_order_every_other_repeat(training):
     order = []
 
-    class Fake:
-        def __init__(self, name):
-            self.name = name
+    def timer(name):
+        return lambda bench, method: order.append((name, method)) or name
 
-        def step(self, batch):
-            order.append(self.name)
-
-    times = training.interleaved_step_times(
-        {"a": Fake("a"), "b": Fake("b")}, [{}], block_steps=2, repeats=3, warmup=1
-    )
-    assert order == ["a", "b"] + ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
-    assert [len(blocks) for blocks in times.values()] == [3, 3]
+    bench = SimpleNamespace(settle=lambda: order.append("settle"))
+    runs = training.interleaved_runs(bench, {"a": timer("a"), "b": timer("b")}, repeats=3)
+    called = [o for o in order if o != "settle"]
+    assert [name for name, _ in called] == ["a", "b", "b", "a", "a", "b"]
+    assert all(name == method for name, method in called)  # no method given: each its own name
+    assert order.count("settle") == 6  # before every run
+    assert runs == {"a": ["a"] * 3, "b": ["b"] * 3}
+    order.clear()
+    training.interleaved_runs(bench, {"x": timer("x")}, repeats=1, method="lora")
+    assert order[-1] == ("x", "lora")
 
 
 def test_naive_scorer_agrees_with_the_library(probe, tiny, probe_items):
@@ -196,3 +194,15 @@ def test_a_failing_measurement_is_recorded_and_the_others_still_run(run, tmp_pat
     assert saved["detail"]["probe"]["items"] == 3
     row = next(r for r in run.summary_table(saved).splitlines() if "probe_eval_speedup" in r)
     assert row.split()[-1] == "NO"  # 2.5 misses the >= 3 target
+
+
+def test_packed_examples_are_fixed_length_and_keep_the_chats_labels(training, tiny_examples):
+    packed = training.packed_examples(tiny_examples, 32)
+    flat_ids = [t for ex in tiny_examples for t in ex["input_ids"]]
+    flat_labels = [t for ex in tiny_examples for t in ex["labels"]]
+    assert len(packed) == len(flat_ids) // 32
+    assert all(len(ex["input_ids"]) == len(ex["labels"]) == 32 for ex in packed)
+    assert [t for ex in packed for t in ex["input_ids"]] == flat_ids[: 32 * len(packed)]
+    assert [t for ex in packed for t in ex["labels"]] == flat_labels[: 32 * len(packed)]
+    everything = training.packed_examples(tiny_examples, 32, label_all=True)
+    assert all(ex["labels"] == ex["input_ids"] for ex in everything)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+from tutorial_lib import memory
 from tutorial_lib.memory import (
     LIMIT_ENV,
     WontFitError,
@@ -107,3 +110,37 @@ def test_published_sizes_and_full_finetuning_arithmetic():
         seventy.weights + seventy.gradients + seventy.optimizer
         == 16 * ARCHITECTURES["Llama-2-70B"].n_params
     )
+
+
+def _touch(megabytes: int, hold: float = 0.0) -> None:
+    """Allocate and write `megabytes` of memory, hold it `hold` seconds, then free it."""
+    block = bytearray(megabytes * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    time.sleep(hold)
+    del block
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel-peak", "sampled"])
+def test_peak_memory_sees_a_spike_freed_inside_the_block(kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(memory, "_reset_high_water", lambda: False)
+    elif not memory._reset_high_water():
+        pytest.skip("this kernel does not let a process reset its peak")
+    _touch(200)  # an earlier, larger spike must not count in the next block
+    with memory.PeakMemory(torch.device("cpu"), interval=0.001) as mem:
+        _touch(80, hold=0.05)  # the sampling thread needs a moment to see it
+    assert mem.method == ("kernel" if kernel else "sampled")
+    assert mem.peak_bytes - mem.start_bytes > 60 * 2**20
+    if kernel:  # exact: the 200 MiB before the block are not counted
+        assert mem.peak_bytes - mem.start_bytes < 150 * 2**20
+
+
+def test_nested_peak_memory_keeps_the_outer_peak():
+    if not memory._reset_high_water():
+        pytest.skip("this kernel does not let a process reset its peak")
+    with memory.PeakMemory(torch.device("cpu")) as outer:
+        _touch(120)
+        with memory.PeakMemory(torch.device("cpu")) as inner:
+            _touch(10)
+    assert outer.peak_bytes - outer.start_bytes > 100 * 2**20
+    assert inner.peak_bytes - inner.start_bytes < 60 * 2**20

@@ -128,3 +128,56 @@ def test_schedule_warms_up_then_decays():
     lrs = [lr_lambda(s, warmup=4, total=20) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] >= 0.1
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_labelled_only_loss_equals_the_models_loss(tiny, tiny_examples, method):
+    from functools import partial
+
+    from tutorial_lib.data import collate
+    from tutorial_lib.train import NextTokenLoss
+
+    model, tok = tiny
+    model = apply_method(model, method)
+    batch = partial(collate, pad_id=tok.pad_token_id)(tiny_examples[:8])
+    assert (batch["labels"] == -100).float().mean() > 0.3  # prompts and padding: work to skip
+    reference = model(**batch).loss
+    reference.backward()
+    expected = _grads(model)
+    model.zero_grad(set_to_none=True)
+    loss_fn = NextTokenLoss()
+    loss = loss_fn(model, batch)
+    loss.backward()
+    assert loss_fn.labelled_only  # the fast path ran, not the fallback
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    got = _grads(model)
+    assert got.keys() == expected.keys() and len(got) > 0
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_model_without_logits_to_keep_gets_the_plain_loss(tiny, tiny_examples):
+    from functools import partial
+
+    from tutorial_lib.data import collate
+    from tutorial_lib.train import NextTokenLoss
+
+    model, tok = tiny
+    batch = partial(collate, pad_id=tok.pad_token_id)(tiny_examples[:4])
+
+    class Plain(torch.nn.Module):  # a forward with no logits_to_keep argument
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, labels=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    loss_fn = NextTokenLoss()
+    loss = loss_fn(Plain(model), batch)
+    assert not loss_fn.labelled_only
+    assert loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-6)

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,18 +51,47 @@ def _rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-class PeakMemory:
-    """Peak memory during a `with` block: CUDA max-allocated, or CPU resident memory sampled.
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
 
-    On CPU the process's lifetime peak (ru_maxrss) would include every earlier run in the same
-    notebook, so a background thread samples resident memory while this block runs instead.
-    A sample every 10 ms can miss a shorter spike; the figure is a slight underestimate.
+
+def _high_water_bytes() -> int | None:
+    """The kernel's peak resident memory since the last reset (Linux VmHWM), or None."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_high_water() -> bool:
+    """Lower the kernel's peak to the current resident memory (Linux >= 4.0); False if refused."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _high_water_bytes() is not None
+
+
+class PeakMemory:
+    """Peak memory during a `with` block: CUDA max-allocated, or the CPU resident peak.
+
+    On CPU the process's lifetime peak would include every earlier run in the same notebook.
+    On Linux the block resets the kernel's own peak counter (VmHWM) at its start and reads it
+    at its end: exact, and with nothing running beside training. Elsewhere a background thread
+    samples resident memory every `interval` seconds, which can miss a shorter spike (a slight
+    underestimate) and takes a little CPU from training.
     """
+
+    _open: list[PeakMemory] = []  # blocks inside which another may start (nested measurements)
 
     def __init__(self, device: torch.device, interval: float = 0.01):
         self.device, self.interval = device, interval
         self.peak_bytes = 0
         self.start_bytes = 0
+        self.method = "cuda" if device.type == "cuda" else ""
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -69,25 +99,42 @@ class PeakMemory:
             self.peak_bytes = max(self.peak_bytes, _rss_bytes())
             time.sleep(self.interval)
 
+    @classmethod
+    def _fold_kernel_peak(cls) -> None:
+        """Credit the kernel's peak so far to every open block before it is reset or read."""
+        peak = _high_water_bytes() or 0
+        for block in cls._open:
+            if block.method == "kernel":
+                block.peak_bytes = max(block.peak_bytes, peak)
+
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start_bytes = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start_bytes = self.peak_bytes = _rss_bytes()
+        self._fold_kernel_peak()
+        if _reset_high_water():
+            self.method = "kernel"
         else:
-            self.start_bytes = self.peak_bytes = _rss_bytes()
+            self.method = "sampled"
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
+        PeakMemory._open.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-        else:
+            return
+        self._fold_kernel_peak()
+        PeakMemory._open.remove(self)
+        if self.method == "sampled":
             self._stop.set()
             self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, _rss_bytes())
+        self.peak_bytes = max(self.peak_bytes, _rss_bytes())
 
 
 # --- the ledger: what training needs, predicted before it runs ------------------------------
