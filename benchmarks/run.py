@@ -81,13 +81,14 @@ SETTINGS = {
     # a smoke run: every measurement once, tiny sizes, numbers not to be quoted
     "quick": Settings("quick", train_steps=5, trainer_repeats=1, lora_repeats=1, probe_items=40),
     # about 12-15 minutes on 2 CPU cores
-    "full": Settings("full", train_steps=10, trainer_repeats=2, lora_repeats=3, probe_items=None),
+    "full": Settings("full", train_steps=10, trainer_repeats=4, lora_repeats=3, probe_items=None),
 }
 
 TARGETS: dict[str, tuple[str, float | bool]] = {
     "trainer_ratio_full": (">=", 1.0),
     "trainer_ratio_lora": (">=", 1.0),
     "mfu_full_fp32": (">=", 0.5),
+    "bf16_mean_loss_rel_diff": ("<=", 0.03),
     "lora_over_full_step_time_128": ("<=", 0.8),
     "probe_eval_speedup": (">=", 3.0),
     "lm_eval_time_ratio": ("<=", 1.0),

@@ -91,6 +91,7 @@ class StepTimes:
     seconds: list[float]
     tokens: list[int]
     warmup_seconds: list[float] = field(default_factory=list)  # the untimed first steps
+    losses: list[float] = field(default_factory=list)  # every step's training loss (ours only)
 
     @property
     def tokens_per_sec(self) -> float:
@@ -141,8 +142,10 @@ def time_ours(
         labelled_logits_only=labelled_logits_only,
     )
     clock = StepClock(model)
-    train(model, examples or bench.examples, config, pad_id=tokenizer.pad_token_id)
-    return clock.stop(s.warmup_skip)
+    result = train(model, examples or bench.examples, config, pad_id=tokenizer.pad_token_id)
+    timed = clock.stop(s.warmup_skip)
+    timed.losses = result.loss_history
+    return timed
 
 
 def time_ours_plain_loss(bench: Bench, method: str) -> StepTimes:
@@ -257,8 +260,21 @@ def mfu(tokens_per_sec: float, n_params: int, peak_flops: float) -> float:
     return training_flops_per_token(n_params) * tokens_per_sec / peak_flops
 
 
+def loss_gap(bf16: list[float], fp32: list[float]) -> dict[str, float]:
+    """How far bf16 training's losses stray from fp32's on the same batches: relative to fp32,
+    the gap of the run's mean loss, of its last loss, and the largest at any one step."""
+    rel = [abs(b - f) / f for b, f in zip(bf16, fp32)]
+    mean_b, mean_f = statistics.mean(bf16), statistics.mean(fp32)
+    return {
+        "bf16_mean_loss_rel_diff": abs(mean_b - mean_f) / mean_f,
+        "bf16_final_loss_rel_diff": rel[-1],
+        "bf16_max_step_loss_rel_diff": max(rel),
+    }
+
+
 def measure_mfu(bench: Bench) -> dict:
-    """MFU of full fine-tuning in fp32 and in bf16 autocast, each against its own matmul peak.
+    """MFU of full fine-tuning in fp32 and in bf16 autocast, each against its own matmul peak,
+    and how close bf16's losses stay to fp32's (same seed, same batches in the same order).
 
     Every token is labelled here, so the output head runs at every position and 6·N per token
     is the work actually done (on chats our loss skips the head at prompt tokens)."""
@@ -269,9 +285,17 @@ def measure_mfu(bench: Bench) -> dict:
     for name in ("fp32", "bf16"):
         bench.settle()
         runs[name].append(time_ours(bench, "full", bf16=name == "bf16", examples=examples))
+    gap = loss_gap(runs["bf16"][0].losses, runs["fp32"][0].losses)
     result: dict[str, Any] = {
         **peaks,
-        "detail": {"n_params": n_params, "flops_per_token": "6*N", "every_token_labelled": True},
+        "bf16_mean_loss_rel_diff": gap["bf16_mean_loss_rel_diff"],
+        "detail": {
+            "n_params": n_params,
+            "flops_per_token": "6*N",
+            "every_token_labelled": True,
+            "losses": {name: timed[0].losses for name, timed in runs.items()},
+            **gap,
+        },
     }
     for name, timed in runs.items():
         rates = [r.tokens_per_sec for r in timed]

@@ -206,3 +206,10 @@ def test_packed_examples_are_fixed_length_and_keep_the_chats_labels(training, ti
     assert [t for ex in packed for t in ex["labels"]] == flat_labels[: 32 * len(packed)]
     everything = training.packed_examples(tiny_examples, 32, label_all=True)
     assert all(ex["labels"] == ex["input_ids"] for ex in everything)
+
+
+def test_bf16_loss_gap_is_relative_to_fp32(training):
+    gap = training.loss_gap(bf16=[2.2, 1.0, 0.55], fp32=[2.0, 1.0, 0.5])
+    assert gap["bf16_max_step_loss_rel_diff"] == pytest.approx(0.1)
+    assert gap["bf16_final_loss_rel_diff"] == pytest.approx(0.1)
+    assert gap["bf16_mean_loss_rel_diff"] == pytest.approx(0.25 / 3.5)

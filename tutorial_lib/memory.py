@@ -176,8 +176,9 @@ def activation_bytes(config, batch: int, seq_len: int, bytes_per_value: int = 4)
 
     Per layer: residual, two norms, attention in/out (~8 hidden), q/k/v (hidden + 2 kv),
     the MLP's gate, up, activation and product (4 intermediate); then the logits over the
-    vocabulary, kept in fp32 with their softmax and gradient (3 copies). An estimate: kernels
-    and allocators add overhead, so compare it with a measured peak before trusting it.
+    vocabulary, kept in fp32 with their softmax and gradient (3 copies), counted at every
+    position: an upper bound when `train` computes them only where a label is trained. An
+    estimate: kernels and allocators add overhead, so compare it with a measured peak.
     """
     h, i = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
