@@ -213,3 +213,13 @@ def test_bf16_loss_gap_is_relative_to_fp32(training):
     assert gap["bf16_max_step_loss_rel_diff"] == pytest.approx(0.1)
     assert gap["bf16_final_loss_rel_diff"] == pytest.approx(0.1)
     assert gap["bf16_mean_loss_rel_diff"] == pytest.approx(0.25 / 3.5)
+
+
+def test_notebooks_are_timed_without_cached_sweep_runs(run, tmp_path):
+    (tmp_path / "02_x_quick.jsonl").write_text("cached\n")
+    (tmp_path / "02_x_full.jsonl").write_text("full\n")
+    with run.without_cached_runs(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["02_x_full.jsonl"]
+        (tmp_path / "02_x_quick.jsonl").write_text("written by the timed run\n")
+    assert (tmp_path / "02_x_quick.jsonl").read_text() == "cached\n"
+    assert (tmp_path / "02_x_full.jsonl").read_text() == "full\n"

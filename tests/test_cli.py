@@ -113,9 +113,10 @@ def test_train_keeps_checkpoints_and_takes_the_forgetting_options(tmp_path, tiny
     out, ckpt = tmp_path / "run.json", tmp_path / "ckpt"
     args = ["train", "--method", "full", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
     args += ["--steps", "2", "--replay", "0.25", "--l2sp", "0.01", "--checkpoint-dir", str(ckpt)]
-    proc = cli(*args, "--json", str(out))
+    proc = cli(*args, "--bf16", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert TRAIN_KEYS <= set(result) and (result["replay"], result["l2sp"]) == (0.25, 0.01)
-    assert "replay 0.25  l2sp 0.01" in proc.stdout
+    assert result["bf16"] is True
+    assert "replay 0.25  l2sp 0.01  bf16 autocast" in proc.stdout
     assert [p.name for p in ckpt.iterdir()] == ["step-000002"]

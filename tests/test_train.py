@@ -181,3 +181,30 @@ def test_a_model_without_logits_to_keep_gets_the_plain_loss(tiny, tiny_examples)
     loss = loss_fn(Plain(model), batch)
     assert not loss_fn.labelled_only
     assert loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "fast"),
+    [
+        ("cpu", {"avx2", "avx512f", "avx512_bf16"}, True),  # x86 with AVX512-BF16
+        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, True),  # x86 with AMX
+        ("cpu", {"fp", "asimd", "bf16"}, True),  # Arm with BF16
+        ("cpu", {"avx2", "avx512f"}, False),  # bf16 would be emulated: slower than fp32
+        ("cpu", set(), False),  # no /proc/cpuinfo (macOS, Windows)
+        ("mps", {"avx512_bf16"}, False),
+    ],
+)
+def test_fast_bf16_reads_the_cpus_instructions(device, flags, fast, monkeypatch):
+    from tutorial_lib import device as dev
+
+    monkeypatch.setattr(dev, "_cpu_flags", lambda: flags)
+    assert dev.fast_bf16(torch.device(device)) is fast
+
+
+def test_cpu_flags_come_from_cpuinfo(tmp_path, monkeypatch):
+    from tutorial_lib import device as dev
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16\nbugs\t\t: spectre\n")
+    monkeypatch.setattr(dev, "Path", lambda _: info)
+    assert dev._cpu_flags() == {"fpu", "sse2", "avx512_bf16"}

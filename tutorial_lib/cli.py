@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", help="save checkpoints here (at the end and on Ctrl-C)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument(
+        "--bf16", action="store_true", help="train under bf16 autocast (faster where supported)"
+    )
+    train.add_argument(
         "--replay", type=_fraction, default=0.0, help="share of general text mixed into training"
     )
     train.add_argument(
@@ -138,6 +141,7 @@ def cmd_baseline(args) -> None:
 
 def cmd_train(args) -> None:
     from tutorial_lib.config import get_profile
+    from tutorial_lib.device import fast_bf16
     from tutorial_lib.experiment import run_experiment
     from tutorial_lib.methods import get_method
     from tutorial_lib.models import DEFAULT_MODEL
@@ -145,6 +149,11 @@ def cmd_train(args) -> None:
     get_method(args.method)  # unknown names fail here, before the model loads
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (the folder of the run to continue)")
+    if args.bf16 and not fast_bf16():
+        print(
+            "note: this machine has no bf16 instructions; bf16 will run, but slower than fp32",
+            file=sys.stderr,
+        )
     result = run_experiment(
         args.method,
         steps=args.steps,
@@ -157,11 +166,13 @@ def cmd_train(args) -> None:
         replay=args.replay,
         l2sp=args.l2sp,
         ewc=args.ewc,
+        bf16=args.bf16,
     )
     s = result.summary()
     print(
         f"method {s['method']}  lr {s['lr']:g}  steps {s['steps']}"
         + "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
+        + ("  bf16 autocast" if s["bf16"] else "")
         + ("  (interrupted)" if s["interrupted"] else "")
     )
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +36,31 @@ def set_threads(n: int | None = None) -> int:
     n = n or int(os.environ.get("TUTORIAL_THREADS", "0") or 0) or physical_cores()
     torch.set_num_threads(n)
     return n
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86 `flags`, Arm `Features`); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def fast_bf16(device: torch.device | None = None) -> bool:
+    """Whether bf16 autocast should speed training up here, not just run: a GPU that computes
+    in bf16, or a CPU with bf16 instructions (x86 AVX512-BF16 or AMX, Arm BF16). Without them,
+    torch emulates bf16 on the CPU, which is slower than fp32."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def set_seed(seed: int) -> None:

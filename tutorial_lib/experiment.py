@@ -76,6 +76,7 @@ class ExperimentResult:
     model: object = field(repr=False, default=None)
     mitigation: dict = field(default_factory=dict)  # replay / l2sp / ewc settings of the run
     trajectory: list[dict] = field(default_factory=list)  # evaluations during training
+    bf16: bool = False  # trained under bf16 autocast
 
     def summary(self) -> dict:
         """Flat metrics under the names the CLI's JSON promises."""
@@ -86,6 +87,7 @@ class ExperimentResult:
             "lr": self.lr,
             "steps": self.train.steps_done,
             "interrupted": self.train.interrupted,
+            "bf16": self.bf16,
             "trainable_params": self.train.trainable_params,
             "total_params": self.train.total_params,
             "trainable_percent": 100 * self.train.trainable_params / self.train.total_params,
@@ -168,6 +170,7 @@ def run_experiment(
     l2sp: float = 0.0,
     ewc: float = 0.0,
     eval_at: tuple[int, ...] = (),
+    bf16: bool = False,
 ) -> ExperimentResult:
     """Load a fresh base model, measure it, train it with `method`, measure again.
 
@@ -175,7 +178,8 @@ def run_experiment(
     `checkpoint_dir` and `resume` go to `train` (checkpoint, continue an interrupted run).
     Against forgetting: `replay` mixes in that fraction of general text, `l2sp` and `ewc` add
     a pull toward the original weights of that weight. `eval_at` lists steps at which the
-    suite is also measured during training (the run's trajectory).
+    suite is also measured during training (the run's trajectory). `bf16` trains under bf16
+    autocast (see `device.fast_bf16`); evaluation stays in fp32.
     """
     spec = get_method(method)
     profile = profile or get_profile()
@@ -184,6 +188,7 @@ def run_experiment(
         batch_size=profile.batch_size,
         lr=lr if lr is not None else spec.default_lr,
         seed=seed,
+        bf16=bf16,
     )
     suite = suite or Suite.from_profile(profile)
     model, tokenizer = load_base_model(model_name)
@@ -215,6 +220,7 @@ def run_experiment(
         model=model,
         mitigation={"replay": replay, "l2sp": l2sp, "ewc": ewc},
         trajectory=trajectory,
+        bf16=bf16,
     )
 
 
