@@ -54,7 +54,7 @@ class Settings:
 
     name: str
     train_steps: int  # optimizer steps per training run (Trainer comparison, MFU)
-    trainer_repeats: int  # (ours, Trainer) pairs per method, interleaved, order flipped each time
+    trainer_repeats: int  # (ours, ours with the plain loss, Trainer) runs per method, interleaved
     lora_repeats: int  # (full run, LoRA run) pairs per sequence length, interleaved
     probe_items: int | None  # probe items scored (None = all 360)
     warmup_skip: int = 2  # first steps of every training timing left out (allocations, caches)
@@ -83,7 +83,7 @@ class Settings:
 SETTINGS = {
     # a smoke run: every measurement once, tiny sizes, numbers not to be quoted
     "quick": Settings("quick", train_steps=5, trainer_repeats=1, lora_repeats=1, probe_items=40),
-    # about 12-15 minutes on 2 CPU cores
+    # about 22 minutes on 2 CPU cores (the notebooks add about 10)
     "full": Settings("full", train_steps=10, trainer_repeats=4, lora_repeats=3, probe_items=None),
 }
 

@@ -321,10 +321,7 @@ def fixed_length_examples(tokenizer, length: int, count: int) -> list[dict]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     need = length * count
     ids = (ids * math.ceil(need / len(ids)))[:need]  # repeat a short corpus (tiny tests)
-    return [
-        {"input_ids": ids[i : i + length], "labels": ids[i : i + length]}
-        for i in range(0, need, length)
-    ]
+    return packed_examples([{"input_ids": ids, "labels": ids}], length)
 
 
 def measure_lora_vs_full(bench: Bench) -> dict:
