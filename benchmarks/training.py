@@ -209,7 +209,10 @@ TIMERS: dict[str, Callable[[Bench, str], StepTimes]] = {
 
 
 def interleaved_runs(
-    bench: Bench, timers: dict[str, Callable[[Bench, str], StepTimes]], repeats: int, method=None
+    bench: Bench,
+    timers: dict[str, Callable[[Bench, str], StepTimes]],
+    repeats: int,
+    method: str | None = None,
 ) -> dict[str, list[StepTimes]]:
     """Each timer once per repeat, the order reversed every other repeat (a, b, b, a, ...), so
     a change in machine load hits every side alike. Timers get `method`, or their own name."""
