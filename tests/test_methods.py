@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -100,3 +106,42 @@ def test_full_can_keep_embeddings_frozen(tiny):
     model = apply_method(model, "full", FullConfig(train_embeddings=False))
     assert not model.get_input_embeddings().weight.requires_grad
     assert model.model.layers[0].self_attn.q_proj.weight.requires_grad
+
+
+# --- one seed, the same run in every process -----------------------------------------------------
+
+SEEDED_RUN = Path(__file__).with_name("seeded_run.py")
+
+
+def _run_in_fresh_process(model_dir: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(SEEDED_RUN), str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TUTORIAL_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory, corpus) -> tuple[dict, dict]:
+    """Every method trained by `run_experiment` in two separate processes with seed 7."""
+    from tutorial_lib.models import tiny_model
+
+    model_dir = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = tiny_model(seed=0, corpus=corpus)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return _run_in_fresh_process(model_dir), _run_in_fresh_process(model_dir)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_run_in_separate_processes(name, two_process_runs):
+    first, second = (runs[name] for runs in two_process_runs)
+    if "error" in first:
+        pytest.skip(f"{name} does not apply to the tiny model: {first['error']}")
+    assert first["losses"] == second["losses"]  # exactly: the same initial values, the same data
+    assert first["weights"] == second["weights"]

@@ -195,7 +195,7 @@ def run_experiment(
     examples = training_examples(tokenizer, profile, replay, seed)
     if before is None:
         before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
-    model = apply_method(model, method, method_config)
+    model = apply_method(model, method, method_config, seed=seed)  # same init in every process
     penalties = build_penalties(model, tokenizer, profile, l2sp, ewc)
     trajectory = [trajectory_point(0, before, before)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import math
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from tutorial_lib import stopwatch
 from tutorial_lib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tutorial_lib.data import collate
 from tutorial_lib.device import get_device, set_seed
@@ -135,14 +137,45 @@ def make_accelerator(config: TrainConfig):
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
-    if AcceleratorState._shared_state and not torch.distributed.is_initialized():
+    was_initialized = torch.distributed.is_initialized()
+    if AcceleratorState._shared_state and not was_initialized:
         AcceleratorState._reset_state()  # let a notebook switch bf16 on and off between runs
-    return Accelerator(
+    acc = Accelerator(
         cpu=get_device().type == "cpu",  # without it, accelerate ignores torchrun's CPU processes
         mixed_precision="bf16" if config.bf16 else "no",
         gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if torch.distributed.is_initialized() and not was_initialized:
+        _shut_down_at_exit()
+    return acc
+
+
+_SHUTDOWN_REGISTERED = False
+
+
+def shutdown_process_group() -> bool:
+    """Destroy the process group the library started; True if there was one to destroy.
+
+    Left to the interpreter's exit, the group's communication threads are torn down in an
+    arbitrary order, and one run in six aborted ("terminate called without an active
+    exception") after finishing its work. Runs at exit on its own; call it to finish earlier.
+    """
+    if not torch.distributed.is_initialized():
+        return False
+    torch.distributed.destroy_process_group()
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a later run starts a new group
+    return True
+
+
+def _shut_down_at_exit() -> None:
+    """Register `shutdown_process_group` once, for the group the library itself initialised."""
+    global _SHUTDOWN_REGISTERED
+    if not _SHUTDOWN_REGISTERED:
+        atexit.register(shutdown_process_group)
+        _SHUTDOWN_REGISTERED = True
 
 
 def _batches(loader, skip: int = 0):
@@ -275,6 +308,7 @@ def train(
         finally:
             bar.close()
             result.seconds = time.perf_counter() - start - hook_seconds
+            stopwatch.add("training", result.seconds)
     if checkpoint_dir and result.steps_done > saved_at:
         checkpoint()  # the end of the run, or the moment Ctrl-C arrived
     timed = step_times[1:] or step_times  # the first step pays one-time warm-up costs

@@ -46,12 +46,20 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-def apply_method(model, name: str, config: Any = None):
-    """Prepare `model` for training with method `name` (default config when none is given)."""
+def apply_method(model, name: str, config: Any = None, seed: int | None = None):
+    """Prepare `model` for training with method `name` (default config when none is given).
+
+    Methods draw random initial values (LoRA's A, an adapter's down-projection): pass `seed`
+    so that they are the same in every process, not just within one.
+    """
     method = get_method(name)
     config = config if config is not None else method.config_cls()
     if not isinstance(config, method.config_cls):
         raise TypeError(f"{name} needs a {method.config_cls.__name__}, got {type(config).__name__}")
+    if seed is not None:
+        from tutorial_lib.device import set_seed
+
+        set_seed(seed)
     return method.apply(model, config)
 
 

@@ -1,0 +1,36 @@
+"""Run by test_methods.py in a fresh process: every registered method through `run_experiment`.
+
+Each process starts from torch's own, per-process random state (as a script or a restarted
+kernel does); only the run's seed may decide what the methods draw and the order of the data.
+Prints one JSON object: per method, the loss history and a hash of every trained weight.
+"""
+
+import hashlib
+import json
+import sys
+
+import torch
+
+from tutorial_lib.config import get_profile
+from tutorial_lib.experiment import run_experiment
+from tutorial_lib.methods import REGISTRY
+
+model_dir = sys.argv[1]
+names = sys.argv[2].split(",") if len(sys.argv) > 2 else sorted(REGISTRY)
+profile = get_profile("quick").with_overrides(
+    probe_items=8, domain_facts=2, general_items=2, max_length=512
+)
+out = {}
+for name in names:
+    torch.seed()  # what a new process gets: a different random state each time
+    try:
+        result = run_experiment(name, steps=3, seed=7, profile=profile, model_name=model_dir)
+    except ValueError as exc:  # a method this model cannot take (e.g. BitFit with no biases)
+        out[name] = {"error": str(exc)}
+        continue
+    digest = hashlib.sha256()
+    for pname, p in sorted(result.model.named_parameters()):
+        if p.requires_grad:
+            digest.update(pname.encode() + p.detach().cpu().numpy().tobytes())
+    out[name] = {"losses": result.train.loss_history, "weights": digest.hexdigest()}
+print("RESULT " + json.dumps(out), flush=True)
