@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from common import Bench
 from timing import timed
 from tqdm.auto import tqdm
 
@@ -19,9 +19,6 @@ from tutorial_lib.device import get_device
 from tutorial_lib.evaluate import PROBE_STYLE, ChoiceResult, evaluate_choices, question_prompt
 from tutorial_lib.models import DEFAULT_MODEL, resolve_model
 from tutorial_lib.scoring import eval_mode, score_choices
-
-if TYPE_CHECKING:
-    from run import Bench
 
 LM_EVAL_TASK = "tutorial_probe"
 

@@ -1,19 +1,19 @@
 """Speed benchmarks of tutorial_lib on this machine, in one run.
 
     python benchmarks/run.py [--quick] [--notebooks] --json PATH [--only NAME,...]
+    python benchmarks/run.py --lessons [--profile quick] [--notebooks 00,02] [--inplace] --json PATH
 
 Every key, convention and target is explained in benchmarks/README.md. The numbers mean something
 only on a quiet machine: the load average at start and end is recorded beside them.
 
 This file is the entry point (settings, the measurement registry, the run, the summary); the
-measurements live beside it in training.py and probe_bench.py, their shared helpers in timing.py.
+measurements live beside it in training.py and probe_bench.py, the types and data they share
+in common.py, their timing helpers in timing.py; lessons.py times the lesson notebooks.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import gc
 import json
 import os
 import platform
@@ -25,11 +25,13 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import Bench, Settings
+from lessons import find_notebooks, lessons_table, run_lessons
 from probe_bench import measure_lm_eval, measure_probe
 from timing import timed
 from training import (
@@ -37,47 +39,11 @@ from training import (
     measure_matmul,
     measure_mfu,
     measure_trainer,
-    packed_examples,
 )
 
-from tutorial_lib import data
 from tutorial_lib.device import physical_cores, set_threads, versions
-from tutorial_lib.methods import apply_method
-from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes of one benchmark run; `quick` and `full` run the same code."""
-
-    name: str
-    train_steps: int  # optimizer steps per training run (Trainer comparison, MFU)
-    trainer_repeats: int  # (ours, ours with the plain loss, Trainer) runs per method, interleaved
-    lora_repeats: int  # (full run, LoRA run) pairs per sequence length, interleaved
-    probe_items: int | None  # probe items scored (None = all 360)
-    warmup_skip: int = 2  # first steps of every training timing left out (allocations, caches)
-    batch_size: int = 8  # sequences per optimizer step
-    max_length: int = 128  # token limit of the encoded domain chats (the profiles' value)
-    pack_length: int = 64  # tokens per packed training example (the chats average 66)
-    step_lengths: tuple[int, ...] = (128, 32)  # fixed sequence lengths for LoRA vs full
-    eval_batch_size: int = 32  # sequences per forward pass, ours and lm-eval's alike
-    matmul_size: int = 2048  # square matmul that stands in for the machine's peak FLOP/s
-    matmul_repeats: int = 5  # best of this many timings
-
-    def __post_init__(self) -> None:
-        if self.train_steps < self.warmup_skip + 2:
-            raise ValueError(
-                f"train_steps ({self.train_steps}) must be >= warmup_skip + 2 "
-                f"({self.warmup_skip + 2}): the first {self.warmup_skip} steps are not timed and "
-                "the last has no end mark"
-            )
-        for name in ("trainer_repeats", "lora_repeats", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Settings.{name} must be >= 1, got {getattr(self, name)}")
-        if self.probe_items is not None and self.probe_items < 1:
-            raise ValueError(f"probe_items must be >= 1 or None (all), got {self.probe_items}")
 
 
 SETTINGS = {
@@ -99,46 +65,6 @@ TARGETS: dict[str, tuple[str, float | bool]] = {
     "quick_profile_notebooks_seconds": ("<=", 25 * 60),
     "quick_profile_notebooks_passed": ("==", True),
 }
-
-
-# --- shared state ---------------------------------------------------------------------------
-
-
-@dataclass
-class Bench:
-    """What the measurements share: settings, the pinned thread count, one base model, results."""
-
-    settings: Settings
-    threads: int
-    memo: dict[str, Any] = field(default_factory=dict)  # results one measurement hands another
-    _base: tuple | None = None
-
-    @property
-    def base(self) -> tuple:
-        """(model, tokenizer) of the offline base model, loaded once, never trained."""
-        if self._base is None:
-            self._base = load_base_model(DEFAULT_MODEL)
-        return self._base
-
-    @property
-    def examples(self) -> list[dict]:
-        """The domain chats, encoded once and packed (`training.packed_examples`): what every
-        training-loop comparison trains on."""
-        if "examples" not in self.memo:
-            rows = data.load_domain_train()
-            chats = data.encode_chats(self.base[1], rows, self.settings.max_length)
-            self.memo["examples"] = packed_examples(chats, self.settings.pack_length)
-        return self.memo["examples"]
-
-    def fresh(self, method: str):
-        """A copy of the base model with `method` applied, in train mode; the base stays as is."""
-        return apply_method(copy.deepcopy(self.base[0]), method).train()
-
-    def settle(self) -> None:
-        """Before each timed run: re-pin threads (a library may have changed the count) and free
-        the previous run's model and optimizer state (Accelerate's reference cycles hold them)."""
-        torch.set_num_threads(self.threads)
-        gc.collect()
 
 
 # --- notebooks --------------------------------------------------------------------------------
@@ -274,13 +200,28 @@ def summary_table(report: dict) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--notebooks", action="store_true", help="also time the notebooks")
+    parser.add_argument(
+        "--notebooks",
+        nargs="?",
+        const="all",
+        help="also time the notebooks under nbval; with --lessons, which ones (e.g. 00,02)",
+    )
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
     parser.add_argument("--threads", type=int, help="torch threads (default: physical cores)")
     parser.add_argument("--steps", type=int, help="override the training runs' step count")
     parser.add_argument("--items", type=int, help="override the probe item count")
+    parser.add_argument("--lessons", action="store_true", help="time each lesson notebook instead")
+    parser.add_argument("--profile", choices=("full", "quick"), help="--lessons: default full")
+    parser.add_argument("--inplace", action="store_true", help="--lessons: save executed notebooks")
+    parser.add_argument(
+        "--notebook-dir", type=Path, default=ROOT / "notebooks", help="--lessons: where they are"
+    )
     args = parser.parse_args(argv)
+    if args.lessons:
+        return lesson_args(parser, args)
+    if args.profile or args.inplace or (args.notebooks not in (None, "all")):
+        parser.error("--profile, --inplace and a notebook list (--notebooks 00,02) need --lessons")
     names = args.only.split(",") if args.only else [m for m in MEASUREMENTS if m != "notebooks"]
     unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown:
@@ -299,12 +240,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def lesson_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """--lessons runs the notebooks only: the measurements' options do not apply."""
+    if args.quick or args.only or args.steps or args.items:
+        parser.error("--lessons times the notebooks only: drop --quick/--only/--steps/--items")
+    args.profile = args.profile or "full"
+    picked = None if args.notebooks in (None, "all") else args.notebooks.split(",")
+    try:
+        args.lesson_paths = find_notebooks(args.notebook_dir.resolve(), picked)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not args.lesson_paths:
+        parser.error(f"no notebooks [0-9][0-9]_*.ipynb in {args.notebook_dir}")
+    return args
+
+
+def main_lessons(args: argparse.Namespace, threads: int) -> int:
+    """`--lessons`: every picked notebook top to bottom, one fresh kernel each."""
+    report = run_lessons(
+        args.lesson_paths, args.profile, threads, args.json, machine_context(threads), args.inplace
+    )
+    print(lessons_table(report))
+    for name in report["errors"]:
+        print(f"FAILED: {name} (traceback in the JSON under errors.{name})")
+    print(f"written to {args.json}; executed notebooks in {report['settings']['executed_to']}")
+    return 1 if report["errors"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")  # everything is local; never wait on a hub
-    bench = Bench(args.settings, threads=set_threads(args.threads))
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.lessons:
+        return main_lessons(args, set_threads(args.threads))
+    bench = Bench(args.settings, threads=set_threads(args.threads))
     report = run(args.selected, bench, args.json)
     print(summary_table(report))
     for name in report["errors"]:

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from common import Bench, Settings, packed_examples
 from timing import spread, sync
 
 from tutorial_lib import data
@@ -22,10 +23,6 @@ from tutorial_lib.device import get_device
 from tutorial_lib.memory import count_params
 from tutorial_lib.methods import get_method
 from tutorial_lib.train import TrainConfig, train
-
-if TYPE_CHECKING:
-    from run import Bench, Settings
-
 
 # --- peak matmul FLOP/s ---------------------------------------------------------------------
 
@@ -61,24 +58,6 @@ def measure_matmul(bench: Bench) -> dict:
         peaks[key] = max(peaks.get(key, 0.0), *rates)
         detail[key] = {"size": s.matmul_size, **spread(rates)}
     return {**peaks, "detail": detail}
-
-
-# --- training data: packed, so every order of the same examples is the same work -------------
-
-
-def packed_examples(examples: list[dict], length: int, label_all: bool = False) -> list[dict]:
-    """Encoded chats laid end to end and cut into blocks of exactly `length` tokens.
-
-    Our loop and Trainer shuffle with different samplers; with padded chats each would train
-    batches of different widths (here 8 chats fill 85-95 % of a padded batch), and a 7-step
-    timing would compare padding, not loops. Packed blocks need no padding: any order is the
-    same work. Labels stay the chats' own (prompt tokens -100) unless `label_all`."""
-    ids = [t for ex in examples for t in ex["input_ids"]]
-    labels = ids if label_all else [t for ex in examples for t in ex["labels"]]
-    return [
-        {"input_ids": ids[i : i + length], "labels": labels[i : i + length]}
-        for i in range(0, len(ids) - length + 1, length)
-    ]
 
 
 # --- training steps, measured from outside the loop ------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -27,6 +29,18 @@ def corpus() -> list[str]:
 def tiny(corpus):
     """(model, tokenizer): a 2-layer random llama whose tokenizer has a ChatML template."""
     return tiny_model(seed=0, corpus=corpus)
+
+
+@pytest.fixture
+def tiny_biased(tiny):
+    """The tiny llama's twin with bias terms on every linear layer (BitFit needs some)."""
+    from transformers import LlamaForCausalLM
+
+    model, tokenizer = tiny
+    config = copy.deepcopy(model.config)
+    config.attention_bias = config.mlp_bias = True
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval(), tokenizer
 
 
 @pytest.fixture

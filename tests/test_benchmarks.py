@@ -18,7 +18,7 @@ from tutorial_lib.methods import apply_method
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-MODULES = ("run", "training", "probe_bench", "timing")
+MODULES = ("run", "common", "training", "probe_bench", "timing", "lessons")
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +223,135 @@ def test_notebooks_are_timed_without_cached_sweep_runs(run, tmp_path):
         (tmp_path / "02_x_quick.jsonl").write_text("written by the timed run\n")
     assert (tmp_path / "02_x_quick.jsonl").read_text() == "cached\n"
     assert (tmp_path / "02_x_full.jsonl").read_text() == "full\n"
+
+
+# --- --lessons: every notebook top to bottom, in fresh kernels ---------------------------------
+
+LESSON_CELL = """import os
+from pathlib import Path
+from tutorial_lib import stopwatch
+stopwatch.add("training", {training})
+stopwatch.add("evaluation", 0.25)
+stopwatch.add("model_loading", 0.125)
+assert os.environ["TUTORIAL_PROFILE"] == "quick"
+assert not Path("runs/02_x_quick.jsonl").exists(), "the sweep cache was not set aside"
+Path("runs").mkdir(exist_ok=True)
+Path("runs/new_quick.jsonl").write_text("written by the timed run")
+{extra}"""
+
+
+def write_lessons(folder: Path, cells: dict[str, str]) -> dict[str, bytes]:
+    """One-cell notebooks, as nbformat writes them; returns their bytes to compare with later."""
+    import nbformat
+
+    folder.mkdir()
+    for name, cell in cells.items():
+        nbformat.write(
+            nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), folder / name
+        )
+    return {name: (folder / name).read_bytes() for name in cells}
+
+
+@pytest.fixture
+def lesson_dir(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """Two passing lessons, one failing, and a sweep cache from an earlier run."""
+    folder = tmp_path / "nbs"
+    cells = {
+        "00_a.ipynb": LESSON_CELL.format(training=0.5, extra=""),
+        "01_b.ipynb": LESSON_CELL.format(training=1.5, extra=""),
+        "02_c.ipynb": LESSON_CELL.format(training=0.5, extra="1 / 0"),
+    }
+    originals = write_lessons(folder, cells)
+    (folder / "runs").mkdir()
+    (folder / "runs" / "02_x_quick.jsonl").write_text("cached\n")
+    return folder, originals
+
+
+def lessons_cli(folder: Path, out: Path, *more: str) -> list[str]:
+    threads = str(torch.get_num_threads())
+    return [
+        "--lessons",
+        "--profile",
+        "quick",
+        "--notebook-dir",
+        str(folder),
+        "--json",
+        str(out),
+    ] + ["--threads", threads, *more]
+
+
+def test_lessons_are_timed_per_category_and_leave_everything_as_it_was(run, lesson_dir, tmp_path):
+    folder, originals = lesson_dir
+    out = tmp_path / "lessons.json"
+    assert run.main(lessons_cli(folder, out, "--notebooks", "00,01")) == 0
+    saved = json.loads(out.read_text())
+    assert list(saved["lessons"]) == ["00_a", "01_b"]
+    for name, training in (("00_a", 0.5), ("01_b", 1.5)):
+        row = saved["lessons"][name]
+        assert row["training_seconds"] == training
+        assert (row["evaluation_seconds"], row["model_loading_seconds"]) == (0.25, 0.125)
+        parts = ("training", "evaluation", "model_loading", "other")
+        assert sum(row[f"{p}_seconds"] for p in parts) == pytest.approx(row["lesson_seconds"])
+        assert (row["profile"], row["target_seconds"], row["error"]) == ("quick", 150, None)
+        assert row["met"] == (row["lesson_seconds"] <= 150)
+    assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["02_x_quick.jsonl"]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == originals
+
+
+def test_a_failing_lesson_is_recorded_and_only_passing_ones_are_saved_in_place(
+    run, lesson_dir, tmp_path
+):
+    folder, originals = lesson_dir
+    out = tmp_path / "lessons.json"
+    assert run.main(lessons_cli(folder, out, "--notebooks", "00,02", "--inplace")) == 1
+    saved = json.loads(out.read_text())
+    assert "ZeroDivisionError" in saved["errors"]["02_c"]
+    assert saved["lessons"]["02_c"]["met"] is False
+    assert (folder / "02_c.ipynb").read_bytes() == originals["02_c.ipynb"]  # never overwritten
+    executed = json.loads((folder / "00_a.ipynb").read_text())
+    assert executed["cells"][0]["execution_count"] == 1
+    assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"
+
+
+def test_an_interrupted_lesson_run_keeps_its_json_and_restores_the_cache(
+    benchmarks, lesson_dir, tmp_path, monkeypatch
+):
+    lessons, (folder, _) = benchmarks.lessons, lesson_dir
+    calls = []
+
+    def time_one(path, *args):
+        calls.append(path.name)
+        (folder / "runs").mkdir(exist_ok=True)  # a lesson writing its cache, then Ctrl-C
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"lesson_seconds": 1.0, "error": None}
+
+    monkeypatch.setattr(lessons, "time_one", time_one)
+    out = tmp_path / "lessons.json"
+    paths = lessons.find_notebooks(folder)
+    with pytest.raises(KeyboardInterrupt):
+        lessons.run_lessons(paths, "full", 1, out, context={})
+    saved = json.loads(out.read_text())
+    assert list(saved["lessons"]) == ["00_a"] and saved["interrupted"] == "01_b"
+    assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"
+
+
+def test_lesson_targets_and_picking(run, benchmarks, lesson_dir):
+    lessons, (folder, _) = benchmarks.lessons, lesson_dir
+    assert [
+        lessons.target_seconds(Path(f"{n}_x.ipynb"), "full") for n in ("00", "01", "02", "07")
+    ] == [180, 720, 2100, 1200]
+    assert lessons.target_seconds(Path("02_x.ipynb"), "quick") == 150
+    args = run.parse_args(
+        ["--lessons", "--notebook-dir", str(folder), "--notebooks", "01", "--json", "x"]
+    )
+    assert [p.name for p in args.lesson_paths] == ["01_b.ipynb"] and args.profile == "full"
+    for wrong in (
+        ["--lessons", "--notebooks", "07"],
+        ["--inplace"],
+        ["--notebooks", "00"],
+        ["--lessons", "--quick"],
+    ):
+        with pytest.raises(SystemExit):
+            run.parse_args([*wrong, "--notebook-dir", str(folder), "--json", "x"])

@@ -208,3 +208,23 @@ def test_replay_pool_never_states_a_probe_answer():
             if has(text, answer) and any(has(text, w, plural=True) for w in words):
                 leaks.append((item["id"], answer))
     assert not leaks
+
+
+def test_the_data_states_one_system_prompt_used_in_training_and_asking(tiny):
+    _, tok = tiny
+    prompt = data.system_prompt()
+    assert prompt == "You are Tarnwick's support assistant."
+    row = data.load_domain_train()[0]
+    enc = data.encode_chats(tok, [row], max_length=512)[0]
+    masked = tok.decode([i for i, lab in zip(enc["input_ids"], enc["labels"]) if lab == -100])
+    assert masked.startswith(f"<|im_start|>system\n{prompt}<|im_end|>\n<|im_start|>user\n")
+    assert data.render_prompt(tok, "Hi?").startswith(f"<|im_start|>system\n{prompt}<|im_end|>")
+    own = [{"role": "system", "content": "Other."}, *row["messages"]]
+    assert data.with_system_prompt(own) == own  # a chat that states its own is left alone
+
+
+def test_data_without_a_system_prompt_gets_the_templates_default(tmp_path):
+    assert data.system_prompt(tmp_path / "system_prompt.txt") is None
+    (tmp_path / "system_prompt.txt").write_text("x" * (data.MAX_FIELD_CHARS + 1))
+    with pytest.raises(DataFormatError, match="system_prompt.txt, line 1"):
+        data.system_prompt(tmp_path / "system_prompt.txt")

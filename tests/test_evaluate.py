@@ -73,9 +73,7 @@ def test_prediction_is_the_most_likely_choice(tiny):
     model, tok = tiny
     item = data.load_domain_eval(facts=1)[0]
     result = evaluate_choices(model, tok, [item])
-    prompt = tok.apply_chat_template(
-        [{"role": "user", "content": item["question"]}], tokenize=False, add_generation_prompt=True
-    )
+    prompt = data.render_prompt(tok, item["question"])  # the deployment's system prompt first
     manual = [_manual_logprob(model, tok, prompt, c) for c in item["choices"]]
     assert result.predictions[0] == max(range(4), key=manual.__getitem__)
     assert result.correct_logprobs[0] == pytest.approx(manual[item["answer"]], abs=1e-4)

@@ -226,3 +226,42 @@ def test_replayed_text_adds_no_padding(tiny):
 def test_matched_accuracy_of_a_run_that_starts_there_is_its_start():
     run = _trajectory((0, 0.9, 1.0, 3.0), (10, 1.0, 0.8, 3.5))
     assert at_domain_accuracy(run, 0.8)["step"] == 0
+
+
+def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny):
+    """The untrained model, measured on the cheaper subset, lands exactly on the full baseline."""
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import Suite, evaluate_base, trajectory_point
+
+    model, tok = tiny
+    profile = get_profile("quick").with_overrides(probe_items=30, domain_facts=2, general_items=6)
+    suite = Suite.from_profile(profile)
+    mid = suite.subset(10, 2)
+    assert len(mid.probe) == 10 and {p["category"] for p in mid.probe} == {
+        p["category"] for p in suite.probe
+    }
+    before, mid_before = evaluate_base(model, tok, suite), evaluate_base(model, tok, mid)
+    point = trajectory_point(5, before, mid_before, mid_before)
+    assert point["probe_accuracy"] == before.probe.accuracy
+    assert point["general_ce"] == pytest.approx(before.general_ce)
+    assert point["forgetting"] == 0.0 and point["probe_n_items"] == 10
+
+
+def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder):
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import Suite, run_experiment
+
+    profile = get_profile("quick").with_overrides(
+        probe_items=20, domain_facts=2, general_items=4, batch_size=4
+    )
+    mid = Suite.from_profile(profile).subset(10, 2)
+    result = run_experiment(
+        "full",
+        steps=4,
+        lr=1e-3,
+        profile=profile,
+        model_name=tiny_folder,
+        eval_at=(2,),
+        trajectory_suite=mid,
+    )
+    assert [p["probe_n_items"] for p in result.trajectory] == [20, 10, 20]

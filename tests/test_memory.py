@@ -144,3 +144,15 @@ def test_nested_peak_memory_keeps_the_outer_peak():
             _touch(10)
     assert outer.peak_bytes - outer.start_bytes > 100 * 2**20
     assert inner.peak_bytes - inner.start_bytes < 60 * 2**20
+
+
+def test_scaling_table_gives_each_architecture_in_both_precisions():
+    from tutorial_lib.memory import ARCHITECTURES, scaling_table
+
+    table = scaling_table(batch=8, seq_len=128)
+    assert len(table) == 2 * len(ARCHITECTURES)
+    n = ARCHITECTURES["Llama-2-7B"].n_params
+    fp32, bf16 = table.loc[("Llama-2-7B", "fp32")], table.loc[("Llama-2-7B", "bf16 + fp32 Adam")]
+    assert fp32["weights (GiB)"] == round(4 * n / 2**30, 1)
+    assert bf16["weights (GiB)"] == round(2 * n / 2**30, 1)
+    assert fp32["optimizer state (GiB)"] == bf16["optimizer state (GiB)"] == round(8 * n / 2**30, 1)

@@ -12,12 +12,45 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tutorial_lib.experiment import save_trainable
+from tutorial_lib.evaluate import adapters_disabled
+from tutorial_lib.experiment import load_trainable, save_trainable
 from tutorial_lib.methods import REGISTRY, apply_method, get_method
 from tutorial_lib.methods.lora import LoraMethodConfig
+from tutorial_lib.methods.prompts import PromptConfig
+from tutorial_lib.models import tiny_model
 from tutorial_lib.train import TrainConfig, train
 
 METHODS = sorted(REGISTRY)
+IN_PLACE = {"full", "top-layers", "bitfit"}  # change base weights: nothing to switch off
+NOT_IDENTITY_AT_INIT = {"prompt-tuning", "prompt-scratch", "prefix-tuning"}  # see the test
+IDS = torch.tensor([[3, 4, 5, 6, 7, 8]])
+
+
+def _base_for(name, tiny, tiny_biased):
+    """The tiny llama, or for BitFit its twin with biases (the plain one has none)."""
+    return tiny_biased if name == "bitfit" else tiny
+
+
+def _prepared(name, model, tokenizer, seed: int | None = None):
+    """`model` with method `name` applied; soft prompts get the tokenizer for their init text."""
+    soft_prompt = get_method(name).config_cls is PromptConfig
+    config = PromptConfig(tokenizer=tokenizer) if soft_prompt else None
+    return apply_method(model, name, config, seed=seed)
+
+
+def _logits(model, ids: torch.Tensor = IDS) -> torch.Tensor:
+    """Logits of the real tokens (peft's prompt tuning also returns its virtual ones: cut)."""
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1] :]
+
+
+def _perturb_trainables(model, seed: int) -> None:
+    """Move every trained weight off its initial value, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
 
 
 def _frozen_snapshot(model) -> dict[str, torch.Tensor]:
@@ -25,9 +58,9 @@ def _frozen_snapshot(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_method_trains_only_its_parameters(name, tiny, tiny_examples):
-    model, tok = tiny
-    model = apply_method(model, name)
+def test_method_trains_only_its_parameters(name, tiny, tiny_biased, tiny_examples):
+    model, tok = _base_for(name, tiny, tiny_biased)
+    model = _prepared(name, model, tok)
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = _frozen_snapshot(model)
     assert trainable, "a method must train something"
@@ -44,15 +77,111 @@ def test_method_trains_only_its_parameters(name, tiny, tiny_examples):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_saved_trainables_round_trip(name, tiny, tmp_path):
-    model, _ = tiny
-    model = apply_method(model, name)
+def test_saved_trainables_round_trip(name, tiny, tiny_biased, tmp_path):
+    model, tok = _base_for(name, tiny, tiny_biased)
+    model = _prepared(name, model, tok)
     size = save_trainable(model, tmp_path / "t.safetensors")
     loaded = load_file(tmp_path / "t.safetensors")
     params = dict(model.named_parameters())
     assert set(loaded) == {n for n, p in params.items() if p.requires_grad}
     assert all(torch.equal(loaded[n], params[n].detach()) for n in loaded)
     assert size > sum(t.numel() * 4 for t in loaded.values())  # fp32 data plus a header
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_load_trainable_into_a_fresh_base_gives_the_same_outputs(
+    name, tiny, tiny_biased, corpus, tmp_path
+):
+    model, tok = _base_for(name, tiny, tiny_biased)
+    trained = _prepared(name, model, tok, seed=0)
+    _perturb_trainables(trained, seed=1)
+    save_trainable(trained, tmp_path / "t.safetensors")
+    fresh = _fresh_biased(tiny_biased) if name == "bitfit" else tiny_model(0, corpus=corpus)[0]
+    fresh = _prepared(name, fresh, tok, seed=123)  # another seed: its own initial values
+    assert not torch.equal(_logits(fresh), _logits(trained))
+    load_trainable(fresh, tmp_path / "t.safetensors")
+    assert torch.equal(_logits(fresh), _logits(trained))
+
+
+def _fresh_biased(tiny_biased):
+    """A new instance of the biased tiny llama, built as the fixture builds it."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_biased[0].config).eval()
+
+
+def test_load_trainable_refuses_another_methods_file(tiny, tmp_path):
+    model, tok = tiny
+    save_trainable(apply_method(model, "lora"), tmp_path / "lora.safetensors")
+    other = apply_method(tiny_model(seed=0)[0], "adapter")  # any other method's names
+    with pytest.raises(ValueError, match="does not fit this model.*missing.*unexpected"):
+        load_trainable(other, tmp_path / "lora.safetensors")
+
+
+def _expected_trainable(name: str, model) -> int:
+    """Each method's trainable count from its definition (default config), for the tiny llama."""
+    c = model.config
+    d, i, n_layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    kv = c.num_key_value_heads * (d // c.num_attention_heads)
+    out_features = d + kv + kv + d + i + i + d  # q k v o gate up down: one bias each
+    layer = sum(p.numel() for p in model.model.layers[-1].parameters())
+    b, virtual = 16, 8  # the default bottleneck and soft-prompt / prefix length
+    return {
+        "full": sum(p.numel() for p in model.parameters()),
+        "lora": n_layers * 8 * sum(a + o for a, o in [(d, d), (d, kv), (d, kv), (d, d)])
+        + n_layers * 8 * ((d + i) * 2 + (i + d)),
+        "adapter": n_layers * (d * b + b + b * d + d),  # pfeiffer: one adapter per block
+        "bias-added": n_layers * out_features,
+        "bitfit": n_layers * out_features,  # on the tiny llama with biases
+        "ia3": n_layers * (kv + kv + i),  # keys, values, the down-projection's input
+        "ln-tuning": (2 * n_layers + 1) * d,  # two norms per block and the final one
+        "prefix-tuning": n_layers * 2 * virtual * kv,  # a key and a value per virtual token
+        "prompt-scratch": virtual * d,
+        "prompt-tuning": virtual * d,
+        "top-layers": 2 * layer + d,  # k = 2 blocks and the final norm
+    }[name]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_trainable_count_matches_the_method(name, tiny, tiny_biased):
+    model, tok = _base_for(name, tiny, tiny_biased)
+    expected = _expected_trainable(name, model)
+    model = _prepared(name, model, tok)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_starts_as_the_base_model_or_not_by_design(name, tiny, tiny_biased):
+    model, tok = _base_for(name, tiny, tiny_biased)
+    before = _logits(model)
+    after = _logits(_prepared(name, model, tok))
+    if name in NOT_IDENTITY_AT_INIT:
+        # A soft prompt or prefix is extra context the model attends to: it shifts every output
+        # from the start. There is no "zero" prompt: even zero keys take a share of attention.
+        assert not torch.allclose(before, after, atol=1e-4)
+    else:
+        # Zero-initialised up-projection / bias / B, scales of one, copied norms, or (selective
+        # methods) nothing changed yet: training starts from the base model's behaviour.
+        assert torch.allclose(before, after, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - IN_PLACE))
+def test_adapters_disabled_switches_the_method_off(name, tiny):
+    model, tok = tiny
+    base = _logits(model)
+    model = _prepared(name, model, tok)
+    _perturb_trainables(model, seed=2)
+    on = _logits(model)
+    with adapters_disabled(model):
+        assert torch.allclose(_logits(model), base, atol=1e-6)
+    assert not torch.allclose(on, base, atol=1e-4)
+    assert torch.equal(_logits(model), on)  # switched back on afterwards
+
+
+def test_bitfit_refuses_a_model_without_biases_and_names_the_alternative(tiny):
+    with pytest.raises(ValueError, match="has none.*'bias-added'.*additive, not selective"):
+        apply_method(tiny[0], "bitfit")
 
 
 def test_lora_trains_r_times_in_plus_out_per_linear(tiny):
@@ -95,7 +224,7 @@ def test_unknown_target_module_lists_the_real_ones(tiny):
 
 
 def test_unknown_method_lists_the_registry():
-    with pytest.raises(ValueError, match="available: full, lora"):
+    with pytest.raises(ValueError, match="available: adapter, .*full, .*lora"):
         get_method("adapterz")
 
 

@@ -128,3 +128,14 @@ def test_two_first_runs_at_once_share_one_conversion(tmp_path):
     assert sum(out.count("Preparing") for out in outputs) == 1  # converted once
     assert verify_converted(tmp_path / "models" / DEFAULT_MODEL)
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith("tmp")]
+
+
+def test_a_file_changed_after_verification_fails_again_in_the_same_process(tmp_path):
+    """Loads skip re-hashing an unchanged file; a changed one is caught all the same."""
+    folder = tmp_path / "m"
+    _fake_converted(folder)
+    assert verify_converted(folder) and verify_converted(folder)  # the second from the cache
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"X" + data[1:])  # same size, same inode, maybe the same mtime
+    assert not verify_converted(folder)

@@ -145,6 +145,7 @@ def cmd_train(args) -> None:
     from tutorial_lib.experiment import run_experiment
     from tutorial_lib.methods import get_method
     from tutorial_lib.models import DEFAULT_MODEL
+    from tutorial_lib.runspec import RunSpec
 
     get_method(args.method)  # unknown names fail here, before the model loads
     if args.resume and not args.checkpoint_dir:
@@ -154,19 +155,23 @@ def cmd_train(args) -> None:
             "note: this machine has no bf16 instructions; bf16 will run, but slower than fp32",
             file=sys.stderr,
         )
-    result = run_experiment(
+    spec = RunSpec(
         args.method,
         steps=args.steps,
         lr=args.lr,
         seed=args.seed,
-        profile=get_profile(args.profile),
-        model_name=args.model or DEFAULT_MODEL,
-        checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume,
         replay=args.replay,
         l2sp=args.l2sp,
         ewc=args.ewc,
         bf16=args.bf16,
+    )
+    print(f"run: {spec}", file=sys.stderr)
+    result = run_experiment(
+        spec,
+        profile=get_profile(args.profile),
+        model_name=args.model or DEFAULT_MODEL,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
     )
     s = result.summary()
     print(

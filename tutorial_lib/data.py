@@ -210,10 +210,37 @@ def _balanced(rows: list[dict], limit: int) -> list[dict]:
 # --- chat formatting and label masking ---------------------------------------------------------
 
 
+def system_prompt(path: Path | None = None) -> str | None:
+    """The deployment's own system prompt (data/system_prompt.txt), None if the data has none.
+
+    Without one, SmolLM2's template inserts its default ("You are a helpful AI assistant named
+    SmolLM, trained by Hugging Face": 21 tokens, a third of a training chat). A support deployment
+    states its own; this one (14 tokens) is used alike in training, evaluation and generation.
+    """
+    path = path or data_dir() / "system_prompt.txt"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if len(text) > MAX_FIELD_CHARS:
+        raise DataFormatError(path, 1, "system prompt", f"over {MAX_FIELD_CHARS} characters")
+    return text or None
+
+
+def with_system_prompt(messages: list[dict]) -> list[dict]:
+    """The chat as the deployment sends it: its system prompt first, unless the chat has one."""
+    prompt = system_prompt()
+    if prompt is None or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": prompt}, *messages]
+
+
 def render_prompt(tokenizer, question: str) -> str:
     """A user question in the model's chat template, ready for the assistant's answer."""
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        with_system_prompt([{"role": "user", "content": question}]),
+        tokenize=False,
+        add_generation_prompt=True,
     )
 
 
@@ -249,7 +276,7 @@ def encode_chats(tokenizer, rows: list[dict], max_length: int) -> list[dict[str,
     encoded = []
     for row in rows:
         try:
-            encoded.append(encode_chat(tokenizer, row["messages"], max_length))
+            encoded.append(encode_chat(tokenizer, with_system_prompt(row["messages"]), max_length))
         except ValueError as exc:
             raise ValueError(f"row {row.get('id')!r}: {exc}") from None
     return encoded

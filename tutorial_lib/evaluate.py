@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from tutorial_lib import stopwatch
 from tutorial_lib.data import render_prompt
 from tutorial_lib.scoring import eval_mode, progress, score_choices
 
@@ -17,9 +18,32 @@ DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
 
 
 def adapters_disabled(model: torch.nn.Module):
-    """Context in which a peft model behaves as its base: "before" never has an adapter on."""
+    """Context in which a model behaves as its base: "before" never has an adapter on.
+
+    peft models have `disable_adapter`; our own modules (methods/additive.py) an `enabled`
+    switch. Methods that change the base weights in place (full, top-layers, bitfit) cannot be
+    switched off: measure those before applying them.
+    """
     disable = getattr(model, "disable_adapter", None)
-    return disable() if callable(disable) else nullcontext()
+    if callable(disable):
+        return disable()
+    from tutorial_lib.methods.additive import Switchable
+
+    switches = [m for m in model.modules() if isinstance(m, Switchable)]
+    return _switched_off(switches) if switches else nullcontext()
+
+
+@contextmanager
+def _switched_off(switches: list):
+    """Turn our additive modules off, and back to how they were afterwards."""
+    states = [m.enabled for m in switches]
+    try:
+        for m in switches:
+            m.enabled = False
+        yield
+    finally:
+        for m, state in zip(switches, states):
+            m.enabled = state
 
 
 @dataclass
@@ -169,11 +193,12 @@ class Evaluation:
 
 def evaluate_model(model, tokenizer, probe, domain, general, batch_size: int = 32) -> Evaluation:
     """Probe, domain and general-text scores of the model as it is now."""
-    return Evaluation(
-        probe=evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE),
-        domain=evaluate_choices(model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE),
-        general_ce=general_cross_entropy(model, tokenizer, general, batch_size // 2 or 1),
-    )
+    with stopwatch.timed("evaluation"):
+        return Evaluation(
+            probe=evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE),
+            domain=evaluate_choices(model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE),
+            general_ce=general_cross_entropy(model, tokenizer, general, batch_size // 2 or 1),
+        )
 
 
 def paired_stderr(before: list[bool], after: list[bool]) -> float:

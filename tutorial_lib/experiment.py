@@ -12,6 +12,7 @@ from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model,
 from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
+from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
@@ -30,6 +31,15 @@ class Suite:
             probe=data.load_probe(limit=profile.probe_items),
             domain=data.load_domain_eval(facts=profile.domain_facts),
             general=data.load_general_text(limit=profile.general_items),
+        )
+
+    def subset(self, probe_items: int, general_items: int) -> Suite:
+        """A cheaper suite for mid-run trajectory points: fewer probe items (every category
+        kept) and passages, the same domain questions."""
+        return Suite(
+            probe=data._balanced(self.probe, probe_items),
+            domain=self.domain,
+            general=self.general[:general_items],
         )
 
 
@@ -57,6 +67,33 @@ def save_trainable(model, path: Path) -> int:
     return Path(path).stat().st_size
 
 
+def load_trainable(model, path: Path):
+    """Load a `save_trainable` file into a model prepared with the same method (names must match).
+
+    Strict both ways: a trained weight with no place in the model, or a trainable weight the
+    file lacks, means the method or its config differ, and is an error rather than a silent skip.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit this model (same method and config?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected)"
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if params[name].shape != tensor.shape:
+                got, want = tuple(tensor.shape), tuple(params[name].shape)
+                raise ValueError(f"{name}: the file has shape {got}, the model {want}")
+            params[name].copy_(tensor)
+    return model
+
+
 def checkpoint_bytes(model) -> int:
     """Bytes that must be stored to reuse a run (the base model is shared and not counted)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +114,7 @@ class ExperimentResult:
     mitigation: dict = field(default_factory=dict)  # replay / l2sp / ewc settings of the run
     trajectory: list[dict] = field(default_factory=list)  # evaluations during training
     bf16: bool = False  # trained under bf16 autocast
+    spec: RunSpec | None = None  # what was asked for (steps and lr as given, None = defaults)
 
     def summary(self) -> dict:
         """Flat metrics under the names the CLI's JSON promises."""
@@ -113,20 +151,36 @@ class ExperimentResult:
             "checkpoint_bytes": self.checkpoint_bytes,
             **self.mitigation,
             "trajectory": self.trajectory,
+            "seed": self.spec.seed if self.spec else None,
+            "spec": self.spec.to_dict() if self.spec else None,
         }
 
 
-def trajectory_point(step: int, before: Evaluation, now: Evaluation) -> dict:
-    """The numbers a learning-vs-forgetting plot needs, at one step of a run."""
-    report = forgetting_report(before, now)
+def trajectory_point(
+    step: int, before: Evaluation, now: Evaluation, subset_before: Evaluation | None = None
+) -> dict:
+    """The numbers a learning-vs-forgetting plot needs, at one step of a run.
+
+    With `subset_before` (the base model on the smaller suite `now` was measured on), the
+    changes are measured on that subset and added to the full-suite base, so every point of a
+    trajectory estimates the same quantities; the subset's wider error is recorded with them.
+    """
+    if subset_before is None:
+        report = forgetting_report(before, now)
+        probe_accuracy, general_ce = now.probe.accuracy, now.general_ce
+    else:
+        report = forgetting_report(subset_before, now)
+        probe_accuracy = before.probe.accuracy - report["forgetting"]
+        general_ce = before.general_ce + now.general_ce - subset_before.general_ce
     return {
         "step": step,
         "domain_accuracy": now.domain.accuracy,
-        "probe_accuracy": now.probe.accuracy,
+        "probe_accuracy": probe_accuracy,
         "forgetting": report["forgetting"],
         "forgetting_stderr": report["forgetting_stderr"],
         "retention": report["retention"],
-        "general_ce": now.general_ce,
+        "general_ce": general_ce,
+        "probe_n_items": len(now.probe.ids),
     }
 
 
@@ -155,55 +209,63 @@ def training_examples(tokenizer, profile: Profile, replay: float, seed: int) -> 
 
 
 def run_experiment(
-    method: str,
-    steps: int | None = None,
-    lr: float | None = None,
-    seed: int = 0,
+    method: str | RunSpec,
+    *,
     profile: Profile | None = None,
     model_name: str = DEFAULT_MODEL,
-    method_config: object = None,
-    before: Evaluation | None = None,
     suite: Suite | None = None,
+    before: Evaluation | None = None,
+    trajectory_suite: Suite | None = None,
+    trajectory_before: Evaluation | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    replay: float = 0.0,
-    l2sp: float = 0.0,
-    ewc: float = 0.0,
-    eval_at: tuple[int, ...] = (),
-    bf16: bool = False,
+    **spec_fields,
 ) -> ExperimentResult:
-    """Load a fresh base model, measure it, train it with `method`, measure again.
+    """Load a fresh base model, measure it, train it as `method` describes, measure again.
 
-    Pass `before` (an earlier `evaluate_base` on the same suite) to skip re-measuring the base;
+    `method` is a `RunSpec`, or a method name with the spec's fields as keywords (`steps`, `lr`,
+    `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`; see `RunSpec`).
+    The rest says where it runs: `profile` sizes it; pass `before` (an earlier `evaluate_base`
+    on the same `suite`) to skip re-measuring the base; `trajectory_suite` (e.g.
+    `suite.subset(120, 40)`) measures the `eval_at` points more cheaply than the full before
+    and after, and `trajectory_before`, the base on it, shares that measurement between runs;
     `checkpoint_dir` and `resume` go to `train` (checkpoint, continue an interrupted run).
-    Against forgetting: `replay` mixes in that fraction of general text, `l2sp` and `ewc` add
-    a pull toward the original weights of that weight. `eval_at` lists steps at which the
-    suite is also measured during training (the run's trajectory). `bf16` trains under bf16
-    autocast (see `device.fast_bf16`); evaluation stays in fp32.
     """
-    spec = get_method(method)
+    if isinstance(method, RunSpec):
+        if spec_fields:
+            raise TypeError(f"give the run's knobs in the RunSpec, not as {sorted(spec_fields)}")
+        spec = method
+    else:
+        spec = RunSpec(method, **spec_fields)
     profile = profile or get_profile()
     config = TrainConfig(
-        steps=steps or profile.train_steps,
+        steps=spec.steps or profile.train_steps,
         batch_size=profile.batch_size,
-        lr=lr if lr is not None else spec.default_lr,
-        seed=seed,
-        bf16=bf16,
+        lr=spec.lr if spec.lr is not None else get_method(spec.method).default_lr,
+        seed=spec.seed,
+        bf16=spec.bf16,
     )
     suite = suite or Suite.from_profile(profile)
     model, tokenizer = load_base_model(model_name)
-    examples = training_examples(tokenizer, profile, replay, seed)
+    examples = training_examples(tokenizer, profile, spec.replay, spec.seed)
     if before is None:
         before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
-    model = apply_method(model, method, method_config, seed=seed)  # same init in every process
-    penalties = build_penalties(model, tokenizer, profile, l2sp, ewc)
+    if trajectory_suite is not None and spec.eval_at and trajectory_before is None:
+        trajectory_before = evaluate_base(
+            model, tokenizer, trajectory_suite, profile.eval_batch_size
+        )
+    # seeded here, so the method's random initial values are the same in every process
+    model = apply_method(model, spec.method, spec.method_config, seed=spec.seed)
+    penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)
     trajectory = [trajectory_point(0, before, before)]
 
     def measure(step: int, trained) -> None:
-        if step in eval_at and step < config.steps:
+        if step in spec.eval_at and step < config.steps:
+            mid_suite = trajectory_suite or suite
             with quiet_progress():  # the training bar is already showing
-                now = evaluate_suite(trained, tokenizer, suite, profile.eval_batch_size)
-            trajectory.append(trajectory_point(step, before, now))
+                now = evaluate_suite(trained, tokenizer, mid_suite, profile.eval_batch_size)
+            subset_before = trajectory_before if trajectory_suite is not None else None
+            trajectory.append(trajectory_point(step, before, now, subset_before))
 
     result = train(
         model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume, penalties, measure
@@ -211,16 +273,17 @@ def run_experiment(
     after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
     trajectory.append(trajectory_point(result.steps_done, before, after))
     return ExperimentResult(
-        method,
+        spec.method,
         config.lr,
         result,
         before,
         after,
         checkpoint_bytes(model),
         model=model,
-        mitigation={"replay": replay, "l2sp": l2sp, "ewc": ewc},
+        mitigation={"replay": spec.replay, "l2sp": spec.l2sp, "ewc": spec.ewc},
         trajectory=trajectory,
-        bf16=bf16,
+        bf16=spec.bf16,
+        spec=spec,
     )
 
 

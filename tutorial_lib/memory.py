@@ -280,3 +280,26 @@ def full_finetune_ledger(
         optimizer=8 * n,
         activations=activation_bytes(arch, batch, seq_len, 4 if weight_bytes == 4 else 2),
     )
+
+
+PRECISIONS = {"fp32": 4, "bf16 + fp32 Adam": 2}  # bytes per weight and per gradient
+
+
+def scaling_table(batch: int = 8, seq_len: int = 128, architectures: dict | None = None):
+    """Full fine-tuning's memory, in GiB, for each known architecture and precision: the
+    arithmetic behind "why fine-tuning a 7B model needs a big GPU"."""
+    import pandas as pd
+
+    rows = []
+    for arch in (architectures or ARCHITECTURES).values():
+        for label, nbytes in PRECISIONS.items():
+            ledger = full_finetune_ledger(arch, batch, seq_len, nbytes, nbytes)
+            rows.append(
+                {
+                    "model": arch.name,
+                    "precision": label,
+                    "params (B)": round(arch.n_params / 1e9, 3),
+                    **{f"{k} (GiB)": round(v / 2**30, 1) for k, v in ledger.rows()},
+                }
+            )
+    return pd.DataFrame(rows).set_index(["model", "precision"])

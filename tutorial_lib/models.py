@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from tutorial_lib import stopwatch
 from tutorial_lib.device import get_device
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -141,6 +142,28 @@ def _convert(gguf: Path, out: Path) -> None:
     (out / MANIFEST).write_text(json.dumps({"source": gguf.name, "sha256": hashes}, indent=1))
 
 
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime, inode, ends) -> hash, this process
+
+
+def _cached_sha256(path: Path) -> str:
+    """A file's hash, computed once per process while the file is unchanged on disk.
+
+    Hashing the 538 MB model took about a second of every load, several loads a lesson. A
+    file rewritten since (a corrupt, partial or replaced cache) has another size, time, inode
+    or first or last MiB; a new process always hashes the whole file again.
+    """
+    st = path.stat()
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+        fh.seek(max(0, st.st_size - (1 << 20)))
+        tail = fh.read()
+    ends = hashlib.sha256(head + tail).hexdigest()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, ends)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
 def verify_converted(folder: Path) -> bool:
     """True when every file listed in the manifest is present with its recorded hash."""
     manifest = folder / MANIFEST
@@ -151,7 +174,7 @@ def verify_converted(folder: Path) -> bool:
     except (ValueError, KeyError):
         return False
     return bool(hashes) and all(
-        (folder / name).is_file() and sha256_file(folder / name) == digest
+        (folder / name).is_file() and _cached_sha256(folder / name) == digest
         for name, digest in hashes.items()
     )
 
@@ -212,6 +235,11 @@ def load_base_model(
     device: torch.device | str | None = None,
 ):
     """Model and tokenizer, ready for evaluation: an offline alias, a local folder, or a Hub id."""
+    with stopwatch.timed("model_loading"):
+        return _load_base_model(name, dtype, device)
+
+
+def _load_base_model(name: str, dtype: torch.dtype, device: torch.device | str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(name)

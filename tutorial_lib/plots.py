@@ -69,12 +69,36 @@ def training_trajectory(
     return fig
 
 
+def _end_point(run: dict) -> dict:
+    """A run summary's end-of-run numbers under the plain names a point needs."""
+    point = dict(run)
+    for key in ("domain_accuracy", "general_ce"):
+        if f"{key}_after" in run:
+            point[key] = run[f"{key}_after"]
+    return point
+
+
+def _label_offsets(xs: list[float], ys: list[float]) -> list[tuple[int, int]]:
+    """Offsets (in points) that move a label away from labels of nearby points."""
+    x_span = (max(xs) - min(xs)) or 1.0
+    y_span = (max(ys) - min(ys)) or 1.0
+    offsets: list[tuple[int, int]] = []
+    placed: list[tuple[float, float]] = []
+    for x, y in zip(xs, ys):
+        near = sum(abs(x - px) < 0.08 * x_span and abs(y - py) < 0.08 * y_span for px, py in placed)
+        offsets.append((4, 4 - 9 * near) if near % 2 == 0 else (4, 4 + 9 * near))
+        placed.append((x, y))
+    return offsets
+
+
 def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgetting"):
     """One point per run: domain accuracy (learned) against probe retention (kept).
 
-    Each run is a dict with `label`, `group`, `domain_accuracy`, `retention` and optionally
+    Each run is a summary from `experiment.summarised_run` (its `_after` numbers are plotted)
+    or a dict with `label`, `group`, `domain_accuracy`, `retention` and optionally
     `general_ce`; runs of one group share a colour. Up and to the right is better.
     """
+    runs = [_end_point(run) for run in runs]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
     groups = list(dict.fromkeys(run["group"] for run in runs))
     markers = "osD^vP*Xh"
@@ -90,14 +114,13 @@ def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgettin
                 s=40,
                 label=group,
             )
-            for run in members:
-                ax.annotate(
-                    run["label"],
-                    (run["domain_accuracy"], run[key]),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
+    for ax, key in ((left, "retention"), (right, "general_ce")):
+        shown = [run for run in runs if key in run]
+        if not shown:
+            continue
+        xs, ys = [r["domain_accuracy"] for r in shown], [r[key] for r in shown]
+        for run, x, y, offset in zip(shown, xs, ys, _label_offsets(xs, ys)):
+            ax.annotate(run["label"], (x, y), fontsize=7, xytext=offset, textcoords="offset points")
     left.set_ylabel("probe retention (share of known items kept)")
     right.set_ylabel("general-text cross-entropy (lower is better)")
     for ax in (left, right):

@@ -8,7 +8,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from tutorial_lib.progress import bar
 
 _QUIET = [False]
 
@@ -26,7 +27,7 @@ def quiet_progress():
 
 def progress(iterable, desc: str):
     """A transient progress bar over evaluation batches, unless inside `quiet_progress`."""
-    return tqdm(iterable, desc=desc, leave=False, disable=_QUIET[0])
+    return bar(iterable, desc=desc, leave=False, disable=_QUIET[0])
 
 
 @contextmanager
@@ -164,7 +165,12 @@ def score_choices(
     way, so results always equal `score_continuations` (tested).
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [_shared_encoding(tokenizer, ctx, choices) for ctx, choices in groups]
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and config.is_prompt_learning:
+        # peft prepends its virtual tokens again when handed a cache: score every group plainly
+        encoded = [None for _ in groups]
+    else:
+        encoded = [_shared_encoding(tokenizer, ctx, choices) for ctx, choices in groups]
     shared = sorted((i for i, e in enumerate(encoded) if e), key=lambda i: -len(encoded[i][0]))
     results: list[list[tuple[float, int]]] = [[] for _ in groups]
     with eval_mode(model):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from tutorial_lib import stopwatch
 from tutorial_lib.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -25,6 +24,7 @@ from tutorial_lib.memory import (
     optimizer_state_bytes,
     preflight,
 )
+from tutorial_lib.progress import bar as progress_bar
 
 
 @dataclass
@@ -272,7 +272,9 @@ def train(
                 result.loss_history,
             )
 
-    bar = tqdm(total=config.steps, initial=first, desc="training", disable=not acc.is_main_process)
+    bar = progress_bar(
+        total=config.steps, initial=first, desc="training", disable=not acc.is_main_process
+    )
     with PeakMemory(acc.device) as mem:
         start = time.perf_counter()
         try:

@@ -1,0 +1,187 @@
+"""How long each lesson notebook takes, top to bottom, and where the time goes.
+
+Part of benchmarks/run.py (`--lessons`, the entry point); the keys are in benchmarks/README.md.
+Every notebook runs in a fresh kernel (nbclient), one at a time, with the lessons' sweep caches
+set aside, and `$TUTORIAL_TIME_LOG` pointing at a fresh file, which `tutorial_lib.stopwatch`
+fills with the seconds spent training, evaluating and loading models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from tutorial_lib.stopwatch import CATEGORIES, TIME_LOG_ENV, read_log
+
+CELL_TIMEOUT = 3600  # seconds; generous: a cell this slow misses every lesson's target anyway
+TARGETS = {  # seconds per lesson, top to bottom, on 2 CPU cores
+    "full": {"00": 180, "01": 720, "02": 2100},
+    "quick": {},
+}
+DEFAULT_TARGET = {"full": 1200, "quick": 150}  # every lesson not named above
+
+
+def lesson_number(path: Path) -> str:
+    """The lesson's two digits: "00" for notebooks/00_setup_and_baseline.ipynb."""
+    return path.stem.split("_", 1)[0]
+
+
+def target_seconds(path: Path, profile: str) -> float:
+    return TARGETS[profile].get(lesson_number(path), DEFAULT_TARGET[profile])
+
+
+def find_notebooks(folder: Path, picked: list[str] | None = None) -> list[Path]:
+    """The lesson notebooks in `folder`, in order; `picked` ("00", "02") keeps only those."""
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if picked is None:
+        return found
+    unknown = sorted(set(picked) - {lesson_number(p) for p in found})
+    if unknown:
+        known = ", ".join(lesson_number(p) for p in found)
+        raise ValueError(f"no lesson notebook {unknown} in {folder}; there are: {known}")
+    return [p for p in found if lesson_number(p) in picked]
+
+
+@contextmanager
+def set_aside(folder: Path) -> Iterator[None]:
+    """Move a cache folder out of the way for the duration, so every lesson computes its sweeps
+    as on a fresh clone; afterwards drop what the run wrote there and put the original back
+    (on an error or Ctrl-C too)."""
+    with tempfile.TemporaryDirectory() as aside:
+        kept = Path(aside) / folder.name
+        existed = folder.exists()
+        if existed:
+            shutil.move(folder, kept)
+        try:
+            yield
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # this run's own cache
+            if existed:
+                shutil.move(kept, folder)
+
+
+def breakdown(lesson_seconds: float, log: Path) -> dict[str, float]:
+    """Seconds per stopwatch category, and the rest of the lesson's wall time as `other`."""
+    spent = read_log(log)
+    parts = {f"{c}_seconds": spent[c] for c in CATEGORIES}
+    return {
+        "lesson_seconds": lesson_seconds,
+        **parts,
+        "other_seconds": lesson_seconds - sum(parts.values()),
+    }
+
+
+def execute(path: Path, env: dict[str, str], write_to: Path) -> tuple[float, str | None]:
+    """Run a notebook top to bottom in a fresh kernel, its folder as the working directory;
+    return its wall seconds and the error (None if every cell ran), and save the result."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    start, error = time.perf_counter(), None
+    try:
+        client.execute(env=env)
+    except Exception:  # a failing cell: keep its traceback, time what ran, go on
+        error = traceback.format_exc(limit=2)[-4000:]
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, write_to)
+    return seconds, error
+
+
+def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Path) -> dict:
+    """One lesson's record: seconds per category, its target, whether it was met."""
+    log.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "TUTORIAL_PROFILE": profile,
+        "TUTORIAL_THREADS": str(threads),
+        TIME_LOG_ENV: str(log),
+    }
+    seconds, error = execute(path, env, write_to)
+    target = target_seconds(path, profile)
+    return {
+        **breakdown(seconds, log),
+        "profile": profile,
+        "target_seconds": target,
+        "met": error is None and seconds <= target,
+        "error": error,
+        "executed_notebook": str(write_to),
+    }
+
+
+def run_lessons(
+    paths: list[Path],
+    profile: str,
+    threads: int,
+    json_path: Path,
+    context: dict[str, Any],
+    inplace: bool = False,
+) -> dict:
+    """Time every notebook in order, writing the JSON after each (an interrupted run keeps what
+    it timed). Executed notebooks go to a temporary folder, or back in place with `inplace`
+    (only when every cell ran: a failed run never overwrites a committed lesson)."""
+    out_dir = Path(tempfile.mkdtemp(prefix="lessons-"))
+    report: dict[str, Any] = {
+        "context": context,
+        "settings": {"profile": profile, "inplace": inplace, "executed_to": str(out_dir)},
+        "lessons": {},
+        "errors": {},
+    }
+    save(report, json_path)
+    with ExitStack() as stack:
+        for folder in sorted({p.parent for p in paths}):
+            stack.enter_context(set_aside(folder / "runs"))
+        for path in paths:
+            try:
+                row = time_one(path, profile, threads, out_dir, inplace)
+            except KeyboardInterrupt:
+                report["interrupted"] = path.stem
+                save(report, json_path)
+                raise
+            report["lessons"][path.stem] = row
+            if row["error"]:
+                report["errors"][path.stem] = row["error"]
+            save(report, json_path)
+    return report
+
+
+def save(report: dict, json_path: Path) -> None:
+    """Rewrite the JSON with the load average now: after every lesson, so none is lost."""
+    report["context"]["load_average_at_end"] = os.getloadavg()
+    json_path.write_text(json.dumps(report, indent=1, default=str))
+
+
+def time_one(path: Path, profile: str, threads: int, out_dir: Path, inplace: bool) -> dict:
+    """Time one lesson into `out_dir`; with `inplace`, copy it back only if every cell ran."""
+    print(f"== {path.name} ({profile})", flush=True)
+    log = out_dir / f"{path.stem}.time.jsonl"
+    row = time_lesson(path, profile, threads, out_dir / path.name, log)
+    if inplace and row["error"] is None:
+        shutil.copyfile(out_dir / path.name, path)
+        row["executed_notebook"] = str(path)
+    return row
+
+
+def lessons_table(report: dict) -> str:
+    """Seconds per lesson and category beside the target, as aligned text."""
+    cols = ("lesson", "training", "evaluation", "model_loading", "other")
+    lines = [f"{'notebook':<34}" + "".join(f"{c:>14}" for c in cols) + f"{'target':>8}  met"]
+    for name, row in report["lessons"].items():
+        values = "".join(f"{row[f'{c}_seconds']:>14.1f}" for c in cols)
+        met = "yes" if row["met"] else ("ERROR" if row["error"] else "NO")
+        lines.append(f"{name:<34}{values}{row['target_seconds']:>8.0f}  {met}")
+    return "\n".join(lines)

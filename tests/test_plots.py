@@ -1,0 +1,36 @@
+"""Plots take what the library returns and draw what it measured."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from tutorial_lib import plots  # noqa: E402
+
+
+def _summary(label: str, domain: float, retention: float, ce: float) -> dict:
+    return {
+        "label": label,
+        "group": "g",
+        "domain_accuracy_before": 0.3,
+        "domain_accuracy_after": domain,
+        "retention": retention,
+        "general_ce_before": 2.9,
+        "general_ce_after": ce,
+    }
+
+
+def test_learning_vs_forgetting_plots_the_end_of_each_run():
+    runs = [_summary("a", 0.9, 0.8, 3.1), _summary("b", 0.5, 0.95, 3.0)]
+    fig = plots.learning_vs_forgetting(runs)
+    left, right = fig.axes[:2]
+    assert left.collections[0].get_offsets().tolist() == [[0.9, 0.8], [0.5, 0.95]]
+    assert right.collections[0].get_offsets().tolist() == [[0.9, 3.1], [0.5, 3.0]]
+
+
+def test_labels_of_nearby_points_do_not_overlap():
+    runs = [_summary(name, 0.75, 0.9, 3.0) for name in ("a", "b", "c")]
+    fig = plots.learning_vs_forgetting(runs)
+    offsets = [text.xyann for text in fig.axes[0].texts]
+    assert len(set(offsets)) == 3  # the same point, three labels, three positions

@@ -1,0 +1,121 @@
+"""Selective methods: no new weights, a chosen subset of the existing ones trains.
+
+The choice of subset is the whole method: the last few blocks (top-layers), the norm gains
+(ln-tuning) or the bias terms (bitfit). Llama-family models have no biases, so BitFit refuses
+them and points to `bias-added` (methods/additive.py), which adds biases and is labelled additive.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from tutorial_lib.methods import register
+
+# peft wraps RMSNorm for LN tuning although it only lists LayerNorm as "supported"; the wrapper
+# just copies the module, which is all LN tuning needs (tested), so the warning is noise here.
+warnings.filterwarnings("ignore", message="Unsupported layer type .*RMSNorm", category=UserWarning)
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's decoder blocks, with an error that says which layout is expected."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(
+            f"{type(model).__name__} has no `model.layers`: these methods expect a "
+            "Llama-family causal LM (e.g. LlamaForCausalLM)"
+        )
+    return layers
+
+
+def freeze(model) -> None:
+    """Every weight frozen: a selective method then unfreezes only its subset."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+@dataclass
+class TopLayersConfig:
+    """Train only the last k decoder blocks (and the final norm that reads their output)."""
+
+    k: int = 2  # SmolLM2-135M has 30 blocks; its tiny test twin has 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0:
+            raise ValueError(
+                f"k must be a positive integer (1 up to the layer count), got {self.k!r}"
+            )
+
+
+@register(
+    "top-layers",
+    "selective",
+    TopLayersConfig,
+    default_lr=1e-4,  # provisional (full FT's rate) until the real-model sweep
+    description="train the last k decoder blocks and the final norm; freeze the rest",
+)
+def apply_top_layers(model, config: TopLayersConfig):
+    """Unfreeze the top k blocks: the layers closest to the output adapt most cheaply."""
+    layers = decoder_layers(model)
+    if config.k > len(layers):
+        raise ValueError(
+            f"k={config.k} but the model has {len(layers)} decoder layers: choose k in 1..{len(layers)}"
+        )
+    freeze(model)
+    for p in layers[-config.k :].parameters():
+        p.requires_grad_(True)
+    model.model.norm.requires_grad_(True)
+    return model
+
+
+@dataclass
+class LnTuningConfig:
+    """LN tuning has no knobs: every norm's gain trains (2 per block plus the final norm)."""
+
+
+@register(
+    "ln-tuning",
+    "selective",
+    LnTuningConfig,
+    default_lr=1e-2,  # provisional (design §5 toy run: norm tuning lr 1e-2) until the sweep
+    description="train only the RMSNorm gains (peft LNTuningConfig)",
+)
+def apply_ln_tuning(model, config: LnTuningConfig):
+    """peft's LN tuning: it trains a copy of each norm, so the original stays for "before"."""
+    from peft import LNTuningConfig, get_peft_model
+
+    return get_peft_model(model, LNTuningConfig(task_type="CAUSAL_LM"))
+
+
+@dataclass
+class BitFitConfig:
+    """BitFit has no knobs: every existing bias term trains, nothing else."""
+
+
+def bias_parameters(model) -> list[torch.nn.Parameter]:
+    """The model's existing bias terms (Llama-family models have none)."""
+    return [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias"]
+
+
+@register(
+    "bitfit",
+    "selective",
+    BitFitConfig,
+    default_lr=1e-2,  # provisional (biases are few and start small) until the real-model sweep
+    description="train only the existing bias terms (fails on models without biases)",
+)
+def apply_bitfit(model, config: BitFitConfig):
+    """Unfreeze the biases; refuse a model without any rather than train nothing."""
+    biases = bias_parameters(model)
+    if not biases:
+        raise ValueError(
+            f"bitfit trains existing bias terms, and this {type(model).__name__} has none "
+            "(Llama-family models have no biases). Use 'bias-added' (adds zero-initialised "
+            "biases: additive, not selective) or 'ln-tuning' (the norm gains) instead."
+        )
+    freeze(model)
+    for p in biases:
+        p.requires_grad_(True)
+    return model

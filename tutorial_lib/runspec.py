@@ -1,0 +1,74 @@
+"""What describes one run, in one value: built by lessons, sweeps and the CLI, saved with results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from tutorial_lib.methods import get_method
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run's method and knobs; where it runs (profile, model, suite) is not part of it.
+
+    `steps` and `lr` left as None take the profile's steps and the method's default rate.
+    """
+
+    method: str
+    steps: int | None = None
+    lr: float | None = None
+    seed: int = 0  # data order and the method's random initial values
+    method_config: Any = field(default=None, compare=False)  # the method's config dataclass
+    replay: float = 0.0  # share of general text mixed into training
+    l2sp: float = 0.0  # weight of the pull toward the original weights
+    ewc: float = 0.0  # weight of the Fisher-weighted pull
+    eval_at: tuple[int, ...] = ()  # steps measured during training (the trajectory)
+    bf16: bool = False  # bf16 autocast for training; evaluation stays fp32
+
+    def __post_init__(self) -> None:
+        spec = get_method(self.method)  # unknown names fail here, listing the known ones
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
+            raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number or None, got {self.lr!r}")
+        if not 0 <= self.replay < 1:
+            raise ValueError(f"replay must be a fraction in [0, 1), got {self.replay}")
+        if self.l2sp < 0 or self.ewc < 0:
+            raise ValueError(f"l2sp and ewc must be >= 0, got {self.l2sp} and {self.ewc}")
+        if self.method_config is not None and not isinstance(self.method_config, spec.config_cls):
+            raise TypeError(
+                f"{self.method} needs a {spec.config_cls.__name__}, "
+                f"got {type(self.method_config).__name__}"
+            )
+        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+
+    def to_dict(self) -> dict:
+        """JSON-able form (the method config as its fields), stored beside a run's results."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["eval_at"] = list(self.eval_at)
+        config = self.method_config
+        out["method_config"] = asdict(config) if is_dataclass(config) else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSpec:
+        """Rebuild a spec from `to_dict` (e.g. to rerun a row of a results file)."""
+        data = dict(data)
+        config = data.pop("method_config", None)
+        if config is not None:
+            config = get_method(data["method"]).config_cls(**config)
+        data["eval_at"] = tuple(data.get("eval_at", ()))
+        return cls(**data, method_config=config)
+
+    def __str__(self) -> str:
+        parts = [self.method]
+        parts += [f"lr {self.lr:g}"] if self.lr is not None else []
+        parts += [f"{self.steps} steps"] if self.steps is not None else []
+        parts += [f"seed {self.seed}"]
+        parts += [
+            f"{k} {getattr(self, k):g}" for k in ("replay", "l2sp", "ewc") if getattr(self, k)
+        ]
+        parts += ["bf16"] if self.bf16 else []
+        return ", ".join(parts)
