@@ -119,7 +119,7 @@ def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Pat
         "target_seconds": target,
         "met": error is None and seconds <= target,
         "error": error,
-        "executed_notebook": str(write_to),
+        "executed_notebook": f"temporary copy {write_to.name}",  # no machine paths in results
     }
 
 
@@ -137,11 +137,12 @@ def run_lessons(
     out_dir = Path(tempfile.mkdtemp(prefix="lessons-"))
     report: dict[str, Any] = {
         "context": context,
-        "settings": {"profile": profile, "inplace": inplace, "executed_to": str(out_dir)},
+        "settings": {"profile": profile, "inplace": inplace},
         "lessons": {},
         "errors": {},
     }
     save(report, json_path)
+    print(f"executed notebooks and time logs go to {out_dir}", flush=True)
     with ExitStack() as stack:
         for folder in sorted({p.parent for p in paths}):
             stack.enter_context(set_aside(folder / "runs"))
@@ -172,7 +173,7 @@ def time_one(path: Path, profile: str, threads: int, out_dir: Path, inplace: boo
     row = time_lesson(path, profile, threads, out_dir / path.name, log)
     if inplace and row["error"] is None:
         shutil.copyfile(out_dir / path.name, path)
-        row["executed_notebook"] = str(path)
+        row["executed_notebook"] = f"{path.parent.name}/{path.name}"
     return row
 
 
