@@ -30,6 +30,13 @@ def progress(iterable, desc: str):
     return bar(iterable, desc=desc, leave=False, disable=_QUIET[0])
 
 
+def prepends_virtual_tokens(model) -> bool:
+    """A peft prompt-learning model (prompt or prefix tuning): it adds virtual tokens inside,
+    so positions, caches and logit masks given from outside do not line up with its own."""
+    config = getattr(model, "active_peft_config", None)
+    return config is not None and config.is_prompt_learning
+
+
 @contextmanager
 def eval_mode(model: torch.nn.Module):
     """eval() and no_grad for the duration, then restore the model's previous mode."""
@@ -165,8 +172,7 @@ def score_choices(
     way, so results always equal `score_continuations` (tested).
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and config.is_prompt_learning:
+    if prepends_virtual_tokens(model):
         # peft prepends its virtual tokens again when handed a cache: score every group plainly
         encoded = [None for _ in groups]
     else:

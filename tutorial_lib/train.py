@@ -25,6 +25,7 @@ from tutorial_lib.memory import (
     preflight,
 )
 from tutorial_lib.progress import bar as progress_bar
+from tutorial_lib.scoring import prepends_virtual_tokens
 
 
 @dataclass
@@ -92,8 +93,7 @@ def lr_lambda(step: int, warmup: int, total: int) -> float:
 
 def _labelled_only_loss(model, batch: dict) -> torch.Tensor | None:
     """The loss with logits computed only where a label is trained; None where the model can't."""
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and config.is_prompt_learning:
+    if prepends_virtual_tokens(model):
         return None  # virtual tokens are prepended inside the model: positions would not line up
     targets = batch["labels"][:, 1:]
     keep = torch.zeros_like(batch["labels"], dtype=torch.bool)

@@ -178,8 +178,8 @@ def _real_token_logits(module, args: tuple, kwargs: dict, output):
     """peft also returns logits for its virtual tokens; keep only the real tokens' (as ours does).
 
     Without this, evaluation reads positions shifted by num_virtual_tokens (or fails on the
-    length). peft still re-prepends the prompt when given a kv cache and ignores position_ids,
-    so `scoring.score_choices`' shared-cache path stays wrong for it (see tests/test_additive.py).
+    length). peft also re-prepends the prompt when given a kv cache, so `scoring.score_choices`
+    scores such models without its shared-context cache (tested in tests/test_additive.py).
     """
     ids = kwargs.get("input_ids", args[0] if args else None)
     n = module.active_peft_config.num_virtual_tokens
