@@ -265,3 +265,64 @@ def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder)
         trajectory_suite=mid,
     )
     assert [p["probe_n_items"] for p in result.trajectory] == [20, 10, 20]
+
+
+def _lr_run(method, lr, domain, retention, ce, before_domain=0.25, before_ce=3.0):
+    return {
+        "method": method,
+        "label": f"{method} {lr:g}",
+        "lr": lr,
+        "domain_accuracy_before": before_domain,
+        "domain_accuracy_after": domain,
+        "retention": retention,
+        "general_ce_before": before_ce,
+        "general_ce_after": ce,
+        "trainable_params": 1000,
+        "trainable_percent": 0.5,
+        "optimizer_state_bytes": 8000,
+        "peak_memory_bytes": 2e9,
+        "sec_per_step": 2.0,
+        "checkpoint_bytes": 4000,
+    }
+
+
+def test_best_per_method_picks_most_learning_then_most_kept():
+    from tutorial_lib.forgetting import best_per_method
+
+    runs = [
+        _lr_run("a", 1e-3, 0.5, 0.9, 3.1),
+        _lr_run("a", 3e-3, 0.75, 0.8, 3.3),
+        _lr_run("a", 1e-2, 0.75, 0.85, 3.4),  # same learning, kept more: this one
+        _lr_run("b", 1e-2, 0.25, 1.0, 3.0),
+    ]
+    best = best_per_method(runs)
+    assert best["a"]["lr"] == 1e-2 and best["b"]["lr"] == 1e-2
+
+
+def test_matched_table_reads_the_gentlest_rate_that_reaches_the_target():
+    from tutorial_lib.forgetting import learning_rate_path, matched_table
+
+    runs = [
+        _lr_run("a", 3e-3, 1.0, 0.8, 3.6),
+        _lr_run("a", 1e-3, 0.75, 0.9, 3.2),  # out of order: the path sorts by rate
+        _lr_run("b", 1e-2, 0.5, 0.95, 3.1),
+    ]
+    path = learning_rate_path([r for r in runs if r["method"] == "a"])
+    assert [p["lr"] for p in path] == [0.0, 1e-3, 3e-3]
+    assert path[0] == {"lr": 0.0, "domain_accuracy": 0.25, "retention": 1.0, "general_ce": 3.0}
+    table = matched_table(runs, target=0.875)
+    assert table.loc["a", "best lr"] == 3e-3
+    assert table.loc["a", "lr to 88%"] == pytest.approx(2e-3)  # halfway from 1e-3 to 3e-3
+    assert table.loc["a", "retention at 88%"] == pytest.approx(0.85)
+    assert table.loc["a", "CE at 88%"] == pytest.approx(3.4)
+    assert math.isnan(table.loc["b", "retention at 88%"])  # never got there: no number
+
+
+def test_costs_table_converts_units():
+    from tutorial_lib.forgetting import costs_table
+
+    table = costs_table([_lr_run("a", 1e-3, 0.5, 0.9, 3.1)])
+    row = table.loc["a 0.001"]
+    assert row["optimizer state (MB)"] == pytest.approx(0.008)
+    assert row["peak memory (GB)"] == pytest.approx(2.0)
+    assert row["checkpoint (MB)"] == pytest.approx(0.004)

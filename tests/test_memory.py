@@ -156,3 +156,21 @@ def test_scaling_table_gives_each_architecture_in_both_precisions():
     assert fp32["weights (GiB)"] == round(4 * n / 2**30, 1)
     assert bf16["weights (GiB)"] == round(2 * n / 2**30, 1)
     assert fp32["optimizer state (GiB)"] == bf16["optimizer state (GiB)"] == round(8 * n / 2**30, 1)
+
+
+def test_trainable_table_says_where_an_adapters_weights_sit(tiny):
+    from tutorial_lib.memory import count_params, trainable_table, trainable_where
+    from tutorial_lib.methods import apply_method
+
+    model, _ = tiny
+    adapted = apply_method(model, "adapter")  # pfeiffer: one adapter after every block's MLP
+    where = trainable_where(adapted)
+    assert set(where) == {
+        f"layers.*.mlp.adapter.{p}.{w}" for p in ("down", "up") for w in ("weight", "bias")
+    }
+    hidden, layers, b = adapted.config.hidden_size, adapted.config.num_hidden_layers, 16
+    assert where["layers.*.mlp.adapter.down.weight"] == layers * hidden * b
+    assert sum(where.values()) == count_params(adapted)[0]
+    table = trainable_table({"adapter": adapted})
+    assert table.loc["adapter", "trainable params"] == count_params(adapted)[0]
+    assert "layers.*.mlp.adapter.up.weight" in table.loc["adapter", "where (params)"]

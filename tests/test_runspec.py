@@ -19,6 +19,16 @@ def test_a_spec_survives_json_and_prints_its_knobs():
     assert str(spec) == "lora, lr 0.003, 48 steps, seed 2, replay 0.25"
 
 
+def test_a_spec_keeps_its_task_through_json_and_names_it():
+    spec = RunSpec("lora", steps=48, task="brimvale")
+    again = RunSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.task == "brimvale"
+    assert str(spec) == "lora on brimvale, 48 steps, seed 0"
+    assert again != RunSpec("lora", steps=48)  # the default task is tarnwick
+    older = {k: v for k, v in RunSpec("lora").to_dict().items() if k != "task"}
+    assert RunSpec.from_dict(older).task == "tarnwick"  # results saved before tasks existed
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -27,6 +37,7 @@ def test_a_spec_survives_json_and_prints_its_knobs():
         (dict(method="full", lr=float("nan")), "lr must be a positive number"),
         (dict(method="full", replay=1.0), r"replay must be a fraction in \[0, 1\)"),
         (dict(method="full", ewc=-1.0), "l2sp and ewc must be >= 0"),
+        (dict(method="full", task="acme"), "unknown task 'acme'; allowed: 'tarnwick', 'brimvale'"),
     ],
 )
 def test_bad_specs_are_refused_with_the_allowed_values(kwargs, message):

@@ -17,7 +17,7 @@ class Profile:
     batch_size: int  # sequences per optimizer step
     max_length: int  # tokens per training sequence (longer rows are rejected, not cut)
     probe_items: int | None  # general-knowledge items evaluated (None = all)
-    domain_facts: int | None  # domain facts trained and asked about (None = all 110)
+    domain_facts: int | None  # domain facts trained and asked about (None = all of the task's)
     general_items: int | None  # general-text passages for cross-entropy (None = all)
     eval_batch_size: int = 32  # sequences per evaluation forward pass
     replay_items: int | None = None  # replay passages used to estimate EWC's Fisher (None = all)

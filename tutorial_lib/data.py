@@ -35,6 +35,36 @@ def data_dir() -> Path:
     return folder
 
 
+TASKS = ("tarnwick", "brimvale")  # one invented company each; the first is the default
+
+
+def check_task(task: str) -> str:
+    """The task name, if it is one of TASKS or a mixture of them joined by "+" (training on
+    several companies at once); a typo fails here rather than as a missing file."""
+    task_parts(task)
+    return task
+
+
+def task_parts(task: str) -> list[str]:
+    """The companies a task name covers: "tarnwick+brimvale" -> ["tarnwick", "brimvale"]."""
+    parts = task.split("+") if isinstance(task, str) else [task]
+    unknown = [p for p in parts if p not in TASKS]
+    if unknown or len(set(parts)) != len(parts):
+        allowed = ", ".join(map(repr, TASKS))
+        raise ValueError(
+            f"unknown task {task!r}; allowed: {allowed}, or several joined by '+' "
+            f"(e.g. {'+'.join(TASKS)!r})"
+        )
+    return parts
+
+
+def task_dir(task: str) -> Path:
+    """A task's data folder: the default task's files sit in data/, any other's in data/<task>/."""
+    if len(task_parts(task)) > 1:
+        raise ValueError(f"{task!r} is a mixture of tasks; only a single task has a folder")
+    return data_dir() if task == TASKS[0] else data_dir() / task
+
+
 # --- validation: one checker per field kind, one schema per file kind -----------------------
 
 
@@ -166,15 +196,39 @@ def _first_facts(rows: list[dict], facts: int | None) -> list[dict]:
     return [r for r in rows if r["fact_id"] in set(keep)]
 
 
-def load_domain_train(path: Path | None = None, facts: int | None = None) -> list[dict]:
-    """Training chats of the invented domain (several phrasings per fact), optionally fewer facts."""
-    return _first_facts(read_jsonl(path or data_dir() / "domain_train.jsonl", "chat"), facts)
+def load_domain_train(
+    path: Path | None = None, facts: int | None = None, task: str = TASKS[0]
+) -> list[dict]:
+    """Training chats of an invented company (several phrasings per fact), optionally fewer facts.
+
+    Another task's chats begin with that company's system message, so mixed or not, every chat
+    is encoded with its own company's prompt (`with_system_prompt` adds the default task's).
+    """
+    if path is None and "+" in check_task(task):  # a mixture: each company's chats, in order
+        return [r for part in task_parts(task) for r in load_domain_train(None, facts, part)]
+    rows = read_jsonl(path or task_dir(task) / "domain_train.jsonl", "chat")
+    rows = _first_facts(rows, facts)
+    if task == TASKS[0]:
+        return rows
+    prompt = _task_prompt(task)
+    return [{**r, "messages": with_system_prompt(r["messages"], prompt)} for r in rows]
 
 
-def load_domain_eval(path: Path | None = None, facts: int | None = None) -> list[dict]:
-    """Held-out, paraphrased domain questions (4 choices each) about the same facts."""
-    rows = read_jsonl(path or data_dir() / "domain_eval.jsonl", "multiple_choice")
-    return _first_facts(rows, facts)
+def load_domain_eval(
+    path: Path | None = None, facts: int | None = None, task: str = TASKS[0]
+) -> list[dict]:
+    """Held-out, paraphrased domain questions (4 choices each) about the same facts.
+
+    Another task's rows carry its system prompt under "system", which `evaluate_choices` sends.
+    """
+    if path is None and "+" in check_task(task):  # a mixture: each company's questions, in order
+        return [r for part in task_parts(task) for r in load_domain_eval(None, facts, part)]
+    rows = read_jsonl(path or task_dir(task) / "domain_eval.jsonl", "multiple_choice")
+    rows = _first_facts(rows, facts)
+    if task == TASKS[0]:
+        return rows
+    prompt = _task_prompt(task)
+    return [{**r, "system": prompt} for r in rows]
 
 
 def load_probe(path: Path | None = None, limit: int | None = None) -> list[dict]:
@@ -210,14 +264,15 @@ def _balanced(rows: list[dict], limit: int) -> list[dict]:
 # --- chat formatting and label masking ---------------------------------------------------------
 
 
-def system_prompt(path: Path | None = None) -> str | None:
-    """The deployment's own system prompt (data/system_prompt.txt), None if the data has none.
+def system_prompt(path: Path | None = None, task: str = TASKS[0]) -> str | None:
+    """The deployment's own system prompt (the task folder's system_prompt.txt), None if none.
 
     Without one, SmolLM2's template inserts its default ("You are a helpful AI assistant named
     SmolLM, trained by Hugging Face": 21 tokens, a third of a training chat). A support deployment
     states its own; this one (14 tokens) is used alike in training, evaluation and generation.
     """
-    path = path or data_dir() / "system_prompt.txt"
+    check_task(task)
+    path = path or task_dir(task) / "system_prompt.txt"
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -227,18 +282,34 @@ def system_prompt(path: Path | None = None) -> str | None:
     return text or None
 
 
-def with_system_prompt(messages: list[dict]) -> list[dict]:
-    """The chat as the deployment sends it: its system prompt first, unless the chat has one."""
-    prompt = system_prompt()
+def _task_prompt(task: str) -> str:
+    """A non-default task's system prompt, required: without it, it would get the default's."""
+    prompt = system_prompt(task=task)
+    if prompt is None:
+        raise FileNotFoundError(
+            f"{task_dir(task) / 'system_prompt.txt'}: task {task!r} needs its own system prompt"
+        )
+    return prompt
+
+
+def with_system_prompt(messages: list[dict], system: str | None = None) -> list[dict]:
+    """The chat as the deployment sends it: its system prompt first, unless the chat has one.
+
+    `system` is that prompt for another deployment (a task's); None means the default task's.
+    """
+    prompt = system if system is not None else system_prompt()
     if prompt is None or (messages and messages[0]["role"] == "system"):
         return messages
     return [{"role": "system", "content": prompt}, *messages]
 
 
-def render_prompt(tokenizer, question: str) -> str:
-    """A user question in the model's chat template, ready for the assistant's answer."""
+def render_prompt(tokenizer, question: str, system: str | None = None) -> str:
+    """A user question in the model's chat template, ready for the assistant's answer.
+
+    `system` replaces the default task's system prompt (to ask as another company's assistant).
+    """
     return tokenizer.apply_chat_template(
-        with_system_prompt([{"role": "user", "content": question}]),
+        with_system_prompt([{"role": "user", "content": question}], system),
         tokenize=False,
         add_generation_prompt=True,
     )
@@ -299,20 +370,20 @@ def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.T
 # --- views for the lessons -------------------------------------------------------------------
 
 
-def fact_view(fact_id: str):
+def fact_view(fact_id: str, task: str = TASKS[0]):
     """One fact as a learner should see it: its training phrasings and its held-out question."""
     import pandas as pd
 
     rows = [
         {
             "split": "train",
-            "question": r["messages"][0]["content"],
+            "question": r["messages"][-2]["content"],  # the user's turn, after any system message
             "answer": r["messages"][-1]["content"],
         }
-        for r in load_domain_train()
+        for r in load_domain_train(task=task)
         if r["fact_id"] == fact_id
     ]
-    for item in load_domain_eval():
+    for item in load_domain_eval(task=task):
         if item["fact_id"] == fact_id:
             rows.append(
                 {

@@ -90,16 +90,19 @@ class ChoiceResult:
         return {cat: right / n for cat, (right, n) in totals.items()}
 
 
-def question_prompt(tokenizer, question: str, style: str) -> tuple[str, str]:
+def question_prompt(
+    tokenizer, question: str, style: str, system: str | None = None
+) -> tuple[str, str]:
     """Context and the delimiter before each choice, in one of two prompt styles.
 
     "chat": the question as a user turn, choices scored as the assistant's reply (how the
-    domain is trained and asked). "plain": `Question: …\nAnswer:` + " choice", the
-    lm-evaluation-harness convention; it measures knowledge apart from chat formatting and,
-    measured on the base model, scores higher on the probe and runs 3x faster (no system prompt).
+    domain is trained and asked), after `system` (None: the default task's system prompt).
+    "plain": `Question: …\nAnswer:` + " choice", the lm-evaluation-harness convention; it
+    measures knowledge apart from chat formatting and, measured on the base model, scores
+    higher on the probe and runs 3x faster (no system prompt, so `system` is not used).
     """
     if style == "chat":
-        return render_prompt(tokenizer, question), ""
+        return render_prompt(tokenizer, question, system), ""
     if style == "plain":
         return f"Question: {question}\nAnswer:", " "
     raise ValueError(f"unknown prompt style {style!r}; allowed: 'chat', 'plain'")
@@ -113,8 +116,13 @@ def evaluate_choices(
     desc: str = "multiple choice",
     style: str = "chat",
 ) -> ChoiceResult:
-    """Score every choice of every item as the answer to its question; pick the likeliest."""
-    prompts = [question_prompt(tokenizer, item["question"], style) for item in items]
+    """Score every choice of every item as the answer to its question; pick the likeliest.
+
+    An item's "system" (another task's system prompt, see `data.load_domain_eval`) is sent with it.
+    """
+    prompts = [
+        question_prompt(tokenizer, item["question"], style, item.get("system")) for item in items
+    ]
     groups = [(p, [sep + c for c in item["choices"]]) for (p, sep), item in zip(prompts, items)]
     # batch_size counts sequences; a group is one context plus its choices (about 2 sequences' work)
     scores = score_choices(model, tokenizer, groups, max(1, batch_size // 2), desc)
@@ -246,9 +254,12 @@ def flipped_items(before: Evaluation, after: Evaluation, items: list[dict]) -> l
     ]
 
 
-def answer(model, tokenizer, question: str, max_new_tokens: int = 40) -> str:
-    """The model's greedy reply to one question, for before/after side-by-sides."""
-    prompt = render_prompt(tokenizer, question)
+def answer(
+    model, tokenizer, question: str, max_new_tokens: int = 40, system: str | None = None
+) -> str:
+    """The model's greedy reply to one question, for before/after side-by-sides; `system`
+    asks as another task's assistant (None: the default task's system prompt)."""
+    prompt = render_prompt(tokenizer, question, system)
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     enc = enc.to(next(model.parameters()).device)
     with eval_mode(model):
@@ -261,14 +272,20 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 40) -> str:
     return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def side_by_side(models: dict, tokenizer, questions: list[str], max_new_tokens: int = 40):
+def side_by_side(
+    models: dict,
+    tokenizer,
+    questions: list[str],
+    max_new_tokens: int = 40,
+    system: str | None = None,
+):
     """Each model's greedy answer to each question, as a table (one column per model)."""
     import pandas as pd
 
     rows = [
         {
             "question": q,
-            **{name: answer(m, tokenizer, q, max_new_tokens) for name, m in models.items()},
+            **{name: answer(m, tokenizer, q, max_new_tokens, system) for name, m in models.items()},
         }
         for q in questions
     ]

@@ -26,10 +26,11 @@ class Suite:
     general: list[dict]
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> Suite:
+    def from_profile(cls, profile: Profile, task: str = data.TASKS[0]) -> Suite:
+        """The profile's items; `task` picks whose domain questions (general items are shared)."""
         return cls(
             probe=data.load_probe(limit=profile.probe_items),
-            domain=data.load_domain_eval(facts=profile.domain_facts),
+            domain=data.load_domain_eval(facts=profile.domain_facts, task=task),
             general=data.load_general_text(limit=profile.general_items),
         )
 
@@ -196,9 +197,11 @@ def build_penalties(model, tokenizer, profile: Profile, l2sp: float, ewc: float)
     return penalties
 
 
-def training_examples(tokenizer, profile: Profile, replay: float, seed: int) -> list[dict]:
-    """The domain chats, plus general text making up `replay` of the mixture (by examples)."""
-    rows = data.load_domain_train(facts=profile.domain_facts)
+def training_examples(
+    tokenizer, profile: Profile, replay: float, seed: int, task: str = data.TASKS[0]
+) -> list[dict]:
+    """The task's domain chats, plus general text making up `replay` of the mixture (by examples)."""
+    rows = data.load_domain_train(facts=profile.domain_facts, task=task)
     examples = data.encode_chats(tokenizer, rows, profile.max_length)
     if not replay:
         return examples
@@ -224,7 +227,8 @@ def run_experiment(
     """Load a fresh base model, measure it, train it as `method` describes, measure again.
 
     `method` is a `RunSpec`, or a method name with the spec's fields as keywords (`steps`, `lr`,
-    `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`; see `RunSpec`).
+    `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`, `task`; see `RunSpec`).
+    The spec's `task` picks the company trained on, and asked about unless `suite` is given.
     The rest says where it runs: `profile` sizes it; pass `before` (an earlier `evaluate_base`
     on the same `suite`) to skip re-measuring the base; `trajectory_suite` (e.g.
     `suite.subset(120, 40)`) measures the `eval_at` points more cheaply than the full before
@@ -245,9 +249,9 @@ def run_experiment(
         seed=spec.seed,
         bf16=spec.bf16,
     )
-    suite = suite or Suite.from_profile(profile)
+    suite = suite or Suite.from_profile(profile, spec.task)
     model, tokenizer = load_base_model(model_name)
-    examples = training_examples(tokenizer, profile, spec.replay, spec.seed)
+    examples = training_examples(tokenizer, profile, spec.replay, spec.seed, spec.task)
     if before is None:
         before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
     if trajectory_suite is not None and spec.eval_at and trajectory_before is None:
@@ -287,9 +291,15 @@ def run_experiment(
     )
 
 
-def summarised_run(label: str = "", group: str = "", **kwargs) -> dict:
+def summarised_run(
+    label: str = "", group: str = "", save_as: str | Path | None = None, **kwargs
+) -> dict:
     """One sweep run, returned as its JSON-able summary (not the model, so a sweep holds one
     model at a time). Bind what all runs share (profile, suite, `before`) with functools.partial;
-    `label` and `group` name the run in tables and plots."""
+    `label` and `group` name the run in tables and plots; `save_as` keeps its trained weights
+    (`save_trainable`), e.g. to swap them in later."""
     with quiet_progress():  # one training bar per run; evaluation bars would pile up
-        return {**run_experiment(**kwargs).summary(), "label": label, "group": group}
+        result = run_experiment(**kwargs)
+    if save_as is not None:
+        save_trainable(result.model, Path(save_as))
+    return {**result.summary(), "label": label, "group": group}

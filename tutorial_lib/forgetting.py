@@ -180,3 +180,83 @@ def comparison_table(runs: list[dict], target: float | None = None):
             row[f"CE at {target:.0%}"] = at["general_ce"] if at else None
         rows.append(row)
     return pd.DataFrame(rows).set_index("run").round(3)
+
+
+def best_per_method(runs: list[dict]) -> dict[str, dict]:
+    """Each method's run that learned most at the shared budget (ties: the one that kept more),
+    which is how a learning rate is calibrated per method rather than shared."""
+    best: dict[str, dict] = {}
+    for run in runs:
+        key = (run["domain_accuracy_after"], run["retention"])
+        kept = best.get(run["method"])
+        if kept is None or key > (kept["domain_accuracy_after"], kept["retention"]):
+            best[run["method"]] = run
+    return best
+
+
+def learning_rate_path(runs: list[dict]) -> list[dict]:
+    """One method's runs as a path from the base (lr 0) through rising learning rates, in the
+    shape `at_domain_accuracy` reads, so methods can be compared at matched domain accuracy
+    without extra evaluations: the gentlest rate that learns this much, and what it kept."""
+    ordered = sorted(runs, key=lambda run: run["lr"])
+    first = ordered[0]
+    base = {
+        "lr": 0.0,
+        "domain_accuracy": first["domain_accuracy_before"],
+        "retention": 1.0,
+        "general_ce": first["general_ce_before"],
+    }
+    return [base] + [
+        {
+            "lr": run["lr"],
+            "domain_accuracy": run["domain_accuracy_after"],
+            "retention": run["retention"],
+            "general_ce": run["general_ce_after"],
+        }
+        for run in ordered
+    ]
+
+
+def matched_table(runs: list[dict], target: float):
+    """Per method: its best run at the budget, and its retention and cross-entropy where its
+    learning-rate path first reached `target` domain accuracy (empty where it never did)."""
+    import pandas as pd
+
+    rows = []
+    for method, best in best_per_method(runs).items():
+        path = learning_rate_path([run for run in runs if run["method"] == method])
+        at = at_domain_accuracy(path, target)
+        rows.append(
+            {
+                "method": method,
+                "best lr": best["lr"],
+                "domain acc": best["domain_accuracy_after"],
+                "retention": best["retention"],
+                "general CE": best["general_ce_after"],
+                f"lr to {target:.0%}": at["lr"] if at else None,
+                f"retention at {target:.0%}": at["retention"] if at else None,
+                f"CE at {target:.0%}": at["general_ce"] if at else None,
+            }
+        )
+    return pd.DataFrame(rows).set_index("method").round(4)
+
+
+def costs_table(runs: list[dict]):
+    """What each run cost: trainable share, optimizer state, peak memory, time, file size."""
+    import pandas as pd
+
+    rows = [
+        {
+            "run": run.get("label") or run["method"],
+            "trainable params": run["trainable_params"],
+            "trainable %": run["trainable_percent"],
+            "optimizer state (MB)": run["optimizer_state_bytes"] / 1e6,
+            "peak memory (GB)": run["peak_memory_bytes"] / 1e9
+            if run["peak_memory_bytes"]
+            else None,
+            "s/step": run["sec_per_step"],
+            "checkpoint (MB)": run["checkpoint_bytes"] / 1e6,
+        }
+        for run in runs
+    ]
+    return pd.DataFrame(rows).set_index("run").round(3)

@@ -303,3 +303,44 @@ def scaling_table(batch: int = 8, seq_len: int = 128, architectures: dict | None
                 }
             )
     return pd.DataFrame(rows).set_index(["model", "precision"])
+
+
+def _layer_free(name: str) -> str:
+    """A parameter's name with its layer index and wrapper prefixes dropped, so the same
+    weight in every block shares one row: "model.layers.3.mlp.adapter.up.weight" ->
+    "layers.*.mlp.adapter.up.weight"."""
+    parts = name.split(".")
+    if "layers" in parts:
+        i = parts.index("layers")
+        if i + 1 < len(parts) and parts[i + 1].isdigit():
+            return ".".join(["layers", "*", *parts[i + 2 :]])
+    return ".".join(parts[-3:])
+
+
+def trainable_where(model: torch.nn.Module) -> dict[str, int]:
+    """Where a method's trainable parameters sit: count per kind of weight, every block summed."""
+    where: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = _layer_free(name)
+            where[key] = where.get(key, 0) + logical_numel(p)
+    return where
+
+
+def trainable_table(models: dict[str, torch.nn.Module]):
+    """One row per method: trainable parameters, their share, and where they sit."""
+    import pandas as pd
+
+    rows = []
+    for name, model in models.items():
+        trainable, total = count_params(model)
+        where = trainable_where(model)
+        rows.append(
+            {
+                "method": name,
+                "trainable params": trainable,
+                "trainable %": round(100 * trainable / total, 4),
+                "where (params)": ", ".join(f"{k} ({v:,})" for k, v in where.items()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")

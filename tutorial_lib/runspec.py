@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+from tutorial_lib.data import TASKS, check_task
 from tutorial_lib.methods import get_method
 
 
@@ -26,9 +27,11 @@ class RunSpec:
     ewc: float = 0.0  # weight of the Fisher-weighted pull
     eval_at: tuple[int, ...] = ()  # steps measured during training (the trajectory)
     bf16: bool = False  # bf16 autocast for training; evaluation stays fp32
+    task: str = TASKS[0]  # whose support data is trained on and asked about (data.TASKS)
 
     def __post_init__(self) -> None:
         spec = get_method(self.method)  # unknown names fail here, listing the known ones
+        check_task(self.task)
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -63,7 +66,7 @@ class RunSpec:
         return cls(**data, method_config=config)
 
     def __str__(self) -> str:
-        parts = [self.method]
+        parts = [self.method if self.task == TASKS[0] else f"{self.method} on {self.task}"]
         parts += [f"lr {self.lr:g}"] if self.lr is not None else []
         parts += [f"{self.steps} steps"] if self.steps is not None else []
         parts += [f"seed {self.seed}"]
