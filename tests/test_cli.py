@@ -56,6 +56,8 @@ def test_methods_lists_the_registry():
         (["train", "--method", "full", "--replay", "1"], "must be a fraction in [0, 1)"),
         (["train", "--method", "full", "--l2sp", "-0.1"], "must be a number >= 0"),
         (["train", "--method", "full", "--ewc", "nan"], "must be a number >= 0"),
+        (["train", "--method", "lora", "--task", "acme"], "unknown task 'acme'; allowed:"),
+        (["train", "--method", "lora", "--task", "tarnwick+acme"], "unknown task 'tarnwick+acme'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_no_traceback(args, message):
@@ -135,3 +137,33 @@ def test_same_seed_gives_the_same_run_in_two_processes(tmp_path, tiny):
         histories.append(json.loads((tmp_path / f"{run}.json").read_text())["loss_history"])
     assert histories[0] == histories[1]
     assert histories[0][1] != histories[0][0]  # it trained: the losses are not trivially equal
+
+
+def test_task_takes_a_single_task_or_a_mixture():
+    from tutorial_lib.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--method", "lora"]).task is None  # the run's default: TASKS[0]
+    assert parse(["train", "--method", "lora", "--task", "brimvale"]).task == "brimvale"
+    mixture = parse(["train", "--method", "lora", "--task", "tarnwick+brimvale"])
+    assert mixture.task == "tarnwick+brimvale"
+
+
+def test_train_on_another_task(tmp_path, corpus):
+    from tutorial_lib import data
+    from tutorial_lib.models import tiny_model
+
+    # The tiny tokenizer learns its words from the corpus: give it Brimvale's too, or Brimvale's
+    # chats split into so many pieces that they exceed the profile's max_length.
+    brimvale = [
+        m["content"] for r in data.load_domain_train(task="brimvale") for m in r["messages"]
+    ]
+    model, tokenizer = tiny_model(seed=0, corpus=corpus + brimvale)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "brimvale.json"
+    args = ["train", "--method", "lora", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
+    proc = cli(*args, "--steps", "1", "--task", "brimvale", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["spec"]["task"] == "brimvale"
+    assert "task brimvale" in proc.stdout and "lora on brimvale" in proc.stderr

@@ -21,7 +21,8 @@ from tutorial_lib.models import tiny_model
 from tutorial_lib.train import TrainConfig, train
 
 METHODS = sorted(REGISTRY)
-IN_PLACE = {"full", "top-layers", "bitfit"}  # change base weights: nothing to switch off
+# These change base weights in place: there is nothing to switch off.
+IN_PLACE = {"full", "top-layers", "chosen-layers", "bitfit"}
 NOT_IDENTITY_AT_INIT = {"prompt-tuning", "prompt-scratch", "prefix-tuning"}  # see the test
 IDS = torch.tensor([[3, 4, 5, 6, 7, 8]])
 
@@ -134,6 +135,7 @@ def _expected_trainable(name: str, model) -> int:
         "adapter": n_layers * (d * b + b + b * d + d),  # pfeiffer: one adapter per block
         "bias-added": n_layers * out_features,
         "bitfit": n_layers * out_features,  # on the tiny llama with biases
+        "chosen-layers": layer,  # the default: the last block alone, no final norm
         "ia3": n_layers * (kv + kv + i),  # keys, values, the down-projection's input
         "ln-tuning": (2 * n_layers + 1) * d,  # two norms per block and the final one
         "prefix-tuning": n_layers * 2 * virtual * kv,  # a key and a value per virtual token

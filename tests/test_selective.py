@@ -1,11 +1,11 @@
-"""Selective methods: which existing weights train (top-layers, ln-tuning, bitfit)."""
+"""Selective methods: which existing weights train (top-layers, chosen-layers, ln-tuning, bitfit)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tutorial_lib.methods import REGISTRY, apply_method
-from tutorial_lib.methods.selective import TopLayersConfig
+from tutorial_lib.methods.selective import ChosenLayersConfig, TopLayersConfig
 
 
 def _trainable_names(model) -> list[str]:
@@ -13,7 +13,8 @@ def _trainable_names(model) -> list[str]:
 
 
 def test_selective_methods_are_labelled_selective():
-    families = {name: REGISTRY[name].family for name in ("top-layers", "ln-tuning", "bitfit")}
+    names = ("top-layers", "chosen-layers", "ln-tuning", "bitfit")
+    families = {name: REGISTRY[name].family for name in names}
     assert set(families.values()) == {"selective"}
 
 
@@ -48,3 +49,57 @@ def test_bitfit_trains_only_the_existing_biases(tiny_biased):
     names = _trainable_names(model)
     assert len(names) == 7 * model.config.num_hidden_layers  # q k v o gate up down
     assert all(n.endswith(".bias") for n in names)
+
+
+def _block_params(model, index: int) -> int:
+    return sum(p.numel() for p in model.model.layers[index].parameters())
+
+
+@pytest.mark.parametrize("layers", [(0,), (1,), (0, 1)])
+def test_chosen_layers_trains_exactly_the_chosen_blocks(tiny, layers):
+    model = apply_method(tiny[0], "chosen-layers", ChosenLayersConfig(layers=layers))
+    names = _trainable_names(model)
+    assert {n.split(".")[2] for n in names} == {str(i) for i in layers}
+    assert all(n.startswith("model.layers.") for n in names)  # not the final norm, nor embeddings
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == sum(_block_params(model, i) for i in layers)
+
+
+def test_chosen_layers_counts_negative_indices_from_the_top(tiny):
+    model = apply_method(tiny[0], "chosen-layers", ChosenLayersConfig(layers=(-2,)))
+    assert {n.split(".")[2] for n in _trainable_names(model)} == {"0"}  # 2 blocks: -2 is the first
+
+
+def test_chosen_layers_shares_top_layers_rate():
+    assert REGISTRY["chosen-layers"].default_lr == REGISTRY["top-layers"].default_lr
+
+
+def test_chosen_layers_accepts_a_list_as_from_json():
+    assert ChosenLayersConfig(layers=[3, 1]).layers == (3, 1)
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ((), "at least one decoder block"),
+        ((0, 0), "must not repeat a block"),
+        ((1.0,), "integer block indices"),
+        ((True,), "integer block indices"),
+    ],
+)
+def test_bad_chosen_layers_config_is_rejected(layers, message):
+    with pytest.raises(ValueError, match=message):
+        ChosenLayersConfig(layers=layers)
+
+
+@pytest.mark.parametrize("index", [2, -3])
+def test_chosen_layer_out_of_range_names_the_allowed_range(tiny, index):
+    with pytest.raises(
+        ValueError, match=rf"index {index} is out of range.*2 decoder layers.*0\.\.1.*-2\.\.-1"
+    ):
+        apply_method(tiny[0], "chosen-layers", ChosenLayersConfig(layers=(index,)))
+
+
+def test_chosen_layers_refuses_one_block_named_twice(tiny):
+    with pytest.raises(ValueError, match="name the same block twice on a 2-layer model"):
+        apply_method(tiny[0], "chosen-layers", ChosenLayersConfig(layers=(1, -1)))

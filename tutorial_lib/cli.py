@@ -48,6 +48,16 @@ _fraction = _number(lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 _weight = _number(lambda v: v >= 0, "a number >= 0")
 
 
+def _task(text: str) -> str:
+    """A task name from `data.TASKS`, or several joined by "+", checked before the model loads."""
+    from tutorial_lib.data import check_task  # imports torch: only when --task is given
+
+    try:
+        return check_task(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _json_path(text: str) -> Path:
     """A path we can write to, checked before any long run starts."""
     path = Path(text).expanduser()
@@ -82,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: the method's)")
     train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
+    train.add_argument(
+        "--task",
+        type=_task,
+        metavar="NAME",
+        help="whose support data to train on and ask about: a name from tutorial_lib.data.TASKS "
+        "or several joined by '+' (e.g. tarnwick+brimvale); default: the first",
+    )
     train.add_argument("--checkpoint-dir", help="save checkpoints here (at the end and on Ctrl-C)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument(
@@ -141,6 +158,7 @@ def cmd_baseline(args) -> None:
 
 def cmd_train(args) -> None:
     from tutorial_lib.config import get_profile
+    from tutorial_lib.data import TASKS
     from tutorial_lib.device import fast_bf16
     from tutorial_lib.experiment import run_experiment
     from tutorial_lib.methods import get_method
@@ -164,6 +182,7 @@ def cmd_train(args) -> None:
         l2sp=args.l2sp,
         ewc=args.ewc,
         bf16=args.bf16,
+        task=args.task or TASKS[0],
     )
     print(f"run: {spec}", file=sys.stderr)
     result = run_experiment(
@@ -175,7 +194,7 @@ def cmd_train(args) -> None:
     )
     s = result.summary()
     print(
-        f"method {s['method']}  lr {s['lr']:g}  steps {s['steps']}"
+        f"method {s['method']}  task {spec.task}  lr {s['lr']:g}  steps {s['steps']}"
         + "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
         + ("  bf16 autocast" if s["bf16"] else "")
         + ("  (interrupted)" if s["interrupted"] else "")

@@ -1,8 +1,9 @@
 """Selective methods: no new weights, a chosen subset of the existing ones trains.
 
-The choice of subset is the whole method: the last few blocks (top-layers), the norm gains
-(ln-tuning) or the bias terms (bitfit). Llama-family models have no biases, so BitFit refuses
-them and points to `bias-added` (methods/additive.py), which adds biases and is labelled additive.
+The choice of subset is the whole method: the last few blocks (top-layers), any chosen blocks
+(chosen-layers: which depths matter), the norm gains (ln-tuning) or the bias terms (bitfit).
+Llama-family models have no biases, so BitFit refuses them and points to `bias-added`
+(methods/additive.py), which adds biases and is labelled additive.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ class TopLayersConfig:
             )
 
 
+BLOCK_LR = 1e-4  # provisional (full FT's rate) until the real-model sweep; whole blocks train
+
+
 @register(
     "top-layers",
     "selective",
     TopLayersConfig,
-    default_lr=1e-4,  # provisional (full FT's rate) until the real-model sweep
+    default_lr=BLOCK_LR,
     description="train the last k decoder blocks and the final norm; freeze the rest",
 )
 def apply_top_layers(model, config: TopLayersConfig):
@@ -67,6 +71,60 @@ def apply_top_layers(model, config: TopLayersConfig):
     for p in layers[-config.k :].parameters():
         p.requires_grad_(True)
     model.model.norm.requires_grad_(True)
+    return model
+
+
+@dataclass
+class ChosenLayersConfig:
+    """Train only the decoder blocks at these indices (0 is the first; -1 the last, as in Python)."""
+
+    layers: tuple[int, ...] = (-1,)  # one block alone: the unit of a "which depths matter" sweep
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)  # a list from JSON is accepted, stored as a tuple
+        if not self.layers:
+            raise ValueError("layers must name at least one decoder block, e.g. (0,) or (-1,)")
+        bad = [i for i in self.layers if not isinstance(i, int) or isinstance(i, bool)]
+        if bad:
+            raise ValueError(f"layers must be integer block indices, got {bad!r}")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must not repeat a block, got {self.layers}")
+
+
+def chosen_indices(n_layers: int, layers: tuple[int, ...]) -> list[int]:
+    """The chosen blocks as indices 0..n-1; an error names the allowed range and any block that
+    two indices name twice (e.g. 1 and -1 on a 2-block model)."""
+    outside = [i for i in layers if not -n_layers <= i < n_layers]
+    if outside:
+        raise ValueError(
+            f"layer index {outside[0]} is out of range: the model has {n_layers} decoder layers, "
+            f"so choose from 0..{n_layers - 1} (or -{n_layers}..-1, counting from the top)"
+        )
+    indices = [i % n_layers for i in layers]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"layers {layers} name the same block twice on a {n_layers}-layer model")
+    return sorted(indices)
+
+
+@register(
+    "chosen-layers",
+    "selective",
+    ChosenLayersConfig,
+    default_lr=BLOCK_LR,  # the same unit as top-layers (whole blocks), so the same rate
+    description="train only the chosen decoder blocks (e.g. one at a time, to see which matter)",
+)
+def apply_chosen_layers(model, config: ChosenLayersConfig):
+    """Unfreeze exactly the chosen blocks, and not the final norm.
+
+    top-layers trains the final norm because its top block feeds it directly. Here the norm stays
+    frozen: it would add the same extra freedom, at the output, to every choice of block, and a
+    sweep over depths is meant to compare the blocks alone.
+    """
+    layers = decoder_layers(model)
+    indices = chosen_indices(len(layers), config.layers)
+    freeze(model)
+    for i in indices:
+        layers[i].requires_grad_(True)
     return model
 
 

@@ -1,0 +1,119 @@
+"""Structure sweeps: configs by their fields, one row per config, accuracy against depth."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from tutorial_lib import depth, forgetting  # noqa: E402
+from tutorial_lib.methods.selective import ChosenLayersConfig, TopLayersConfig  # noqa: E402
+
+
+def _run(method: str, fields: dict | None, domain: float, retention: float, lr=1e-4) -> dict:
+    """The parts of a `summarised_run` summary these helpers read."""
+    return {
+        "label": f"{method} {fields}",
+        "method": method,
+        "lr": lr,
+        "spec": {"method": method, "method_config": fields},
+        "domain_accuracy_before": 0.3,
+        "domain_accuracy_after": domain,
+        "retention": retention,
+        "general_ce_before": 2.9,
+        "general_ce_after": 3.0,
+    }
+
+
+def test_configured_builds_the_methods_config_from_json_fields():
+    seen = {}
+    run = depth.configured(lambda **kwargs: seen.update(kwargs) or {})
+    run(method="top-layers", method_fields={"k": 4}, lr=1e-4)
+    assert seen["method_config"] == TopLayersConfig(k=4) and seen["lr"] == 1e-4
+    run(method="chosen-layers", method_fields=json.loads('{"layers": [9]}'))
+    assert seen["method_config"] == ChosenLayersConfig(layers=(9,))
+    run(method="ln-tuning")
+    assert seen["method_config"] is None  # the method's default config
+
+
+def test_each_config_is_its_own_variant():
+    runs = [
+        _run("top-layers", {"k": 1}, 0.5, 0.9),
+        _run("chosen-layers", {"layers": [0, 9]}, 0.5, 0.9),
+        _run("ln-tuning", {}, 0.5, 0.9),
+    ]
+    assert [depth.variant(r) for r in runs] == [
+        "top-layers k=1",
+        "chosen-layers layers=0,9",
+        "ln-tuning",
+    ]
+    assert [r["method"] for r in runs] == ["top-layers", "chosen-layers", "ln-tuning"]  # copies
+
+
+def test_matched_table_by_variant_gives_one_row_per_config():
+    runs = [_run("top-layers", {"k": k}, 0.4 + 0.1 * k, 0.9) for k in (1, 2)]
+    table = forgetting.matched_table(depth.by_variant(runs), target=0.5)
+    assert list(table.index) == ["top-layers k=1", "top-layers k=2"]
+
+
+def test_by_depth_plots_accuracy_and_retention_in_depth_order():
+    runs = [
+        _run("chosen-layers", {"layers": [29]}, 0.6, 0.95),
+        _run("chosen-layers", {"layers": [0]}, 0.4, 0.8),
+    ]
+    ax = depth.by_depth(runs).axes[0]
+    domain, retention = ax.lines[:2]
+    assert list(domain.get_xdata()) == [0, 29] and list(domain.get_ydata()) == [0.4, 0.6]
+    assert list(retention.get_ydata()) == [0.8, 0.95]
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [
+        (_run("top-layers", {"k": 1}, 0.5, 0.9), "not a one-block chosen-layers run"),
+        (_run("chosen-layers", {"layers": [0, 1]}, 0.5, 0.9), "not a one-block"),
+        (_run("chosen-layers", {"layers": [-1]}, 0.5, 0.9), "counted from the input"),
+    ],
+)
+def test_by_depth_refuses_runs_without_one_depth(run, message):
+    with pytest.raises(ValueError, match=message):
+        depth.by_depth([run])
+
+
+def test_a_cached_depth_sweep_on_the_tiny_model(tiny, tmp_path):
+    """The lesson's path end to end: JSON configs, run_sweep's cache, variants, the depth plot."""
+    from functools import partial
+
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiment import summarised_run
+
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    profile = get_profile("quick").with_overrides(probe_items=8, domain_facts=1, general_items=2)
+    run = depth.configured(
+        partial(summarised_run, steps=1, profile=profile, model_name=str(tmp_path / "tiny"))
+    )
+    configs = [
+        {
+            "label": f"block {i}",
+            "group": "one block",
+            "method": "chosen-layers",
+            "method_fields": {"layers": [i]},
+        }
+        for i in (0, 1)
+    ]
+    fresh = forgetting.run_sweep(configs, run, tmp_path / "runs.jsonl")
+    cached = forgetting.run_sweep(
+        configs, lambda **_: pytest.fail("rerun"), tmp_path / "runs.jsonl"
+    )
+    for runs in (fresh, cached):
+        assert [depth.variant(r) for r in runs] == [
+            "chosen-layers layers=0",
+            "chosen-layers layers=1",
+        ]
+        assert list(depth.by_depth(runs).axes[0].lines[0].get_xdata()) == [0, 1]
+    assert fresh[0]["trainable_params"] == fresh[1]["trainable_params"]  # one block each
