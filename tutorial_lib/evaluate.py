@@ -21,8 +21,8 @@ def adapters_disabled(model: torch.nn.Module):
     """Context in which a model behaves as its base: "before" never has an adapter on.
 
     peft models have `disable_adapter`; our own modules (methods/additive.py) an `enabled`
-    switch. Methods that change the base weights in place (full, top-layers, bitfit) cannot be
-    switched off: measure those before applying them.
+    switch. Methods that change the base weights in place (full, top-layers, chosen-layers,
+    bitfit) cannot be switched off: measure those before applying them.
     """
     disable = getattr(model, "disable_adapter", None)
     if callable(disable):
