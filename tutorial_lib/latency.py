@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import ExitStack
 
 import torch
 
@@ -11,31 +12,43 @@ from tutorial_lib.data import render_prompt
 from tutorial_lib.scoring import eval_mode
 
 
+def _once(model, input_ids: torch.Tensor) -> float:
+    start = time.perf_counter()
+    model(input_ids=input_ids)
+    return time.perf_counter() - start
+
+
 def forward_seconds(model, input_ids: torch.Tensor, repeats: int = 9, warmup: int = 2) -> float:
     """Median wall time of one forward pass: the median, because a busy core makes outliers."""
-    times = []
     with eval_mode(model):
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(input_ids=input_ids)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for _ in range(warmup):
+            _once(model, input_ids)
+        return statistics.median(_once(model, input_ids) for _ in range(repeats))
 
 
 def latency_table(models: dict, tokenizer, question: str, repeats: int = 9):
     """Milliseconds per request (batch 1, one chat prompt) for each model, and the share each
-    adds over the first one, which should be the base model."""
+    adds over the first one, which should be the base model. The models take turns, one
+    forward pass each per round, so a slow minute of the machine hits them all alike."""
     import pandas as pd
 
     prompt = render_prompt(tokenizer, question)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    rows, base = [], None
-    for name, model in models.items():
-        device = next(model.parameters()).device
-        ms = 1000 * forward_seconds(model, ids.to(device), repeats)
-        base = base or ms
-        rows.append({"model": name, "ms per request": ms, "added (%)": 100 * (ms / base - 1)})
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(eval_mode(model))
+        inputs = {name: ids.to(next(m.parameters()).device) for name, m in models.items()}
+        for round_ in range(repeats + 1):  # round 0 warms every model up and is not kept
+            for name, model in models.items():
+                seconds = _once(model, inputs[name])
+                if round_:
+                    times[name].append(seconds)
+    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    base = next(iter(ms.values()))
+    rows = [
+        {"model": n, "ms per request": v, "added (%)": 100 * (v / base - 1)} for n, v in ms.items()
+    ]
     table = pd.DataFrame(rows).set_index("model").round(1)
     table.attrs["prompt_tokens"] = ids.shape[1]
     return table

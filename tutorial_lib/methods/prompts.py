@@ -8,6 +8,7 @@ and gradients as peft's prompt tuning from the same start; `prompt-tuning` and
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,12 @@ def apply_prefix_tuning(model, config: PrefixConfig):
     """peft prefix tuning (its cache handling is tested here: it broke across transformers releases)."""
     from peft import PrefixTuningConfig, get_peft_model
 
+    # peft's prefix path passes `past_key_values`, which transformers 5.x deprecates (removal
+    # announced for 5.40) with a warning on every forward that names the learner's site-packages
+    # path; tests/test_additive.py proves the method still trains with the installed versions.
+    warnings.filterwarnings(
+        "ignore", message=r"`past_key_values` is deprecated", category=FutureWarning
+    )
     peft_config = PrefixTuningConfig(
         task_type="CAUSAL_LM",
         num_virtual_tokens=config.num_virtual_tokens,
