@@ -196,6 +196,20 @@ def _first_facts(rows: list[dict], facts: int | None) -> list[dict]:
     return [r for r in rows if r["fact_id"] in set(keep)]
 
 
+def _task_rows(path, facts, task: str, file: str, kind: str, mark) -> list[dict]:
+    """A task's rows of one file (first `facts` facts); a mixture is each company's rows in
+    order; another task's rows pass through `mark(row, prompt)` to carry its system prompt."""
+    if path is None and "+" in check_task(task):
+        return [
+            r for part in task_parts(task) for r in _task_rows(None, facts, part, file, kind, mark)
+        ]
+    rows = _first_facts(read_jsonl(path or task_dir(task) / file, kind), facts)
+    if task == TASKS[0]:
+        return rows
+    prompt = _task_prompt(task)
+    return [mark(r, prompt) for r in rows]
+
+
 def load_domain_train(
     path: Path | None = None, facts: int | None = None, task: str = TASKS[0]
 ) -> list[dict]:
@@ -204,14 +218,11 @@ def load_domain_train(
     Another task's chats begin with that company's system message, so mixed or not, every chat
     is encoded with its own company's prompt (`with_system_prompt` adds the default task's).
     """
-    if path is None and "+" in check_task(task):  # a mixture: each company's chats, in order
-        return [r for part in task_parts(task) for r in load_domain_train(None, facts, part)]
-    rows = read_jsonl(path or task_dir(task) / "domain_train.jsonl", "chat")
-    rows = _first_facts(rows, facts)
-    if task == TASKS[0]:
-        return rows
-    prompt = _task_prompt(task)
-    return [{**r, "messages": with_system_prompt(r["messages"], prompt)} for r in rows]
+
+    def mark(row: dict, prompt: str) -> dict:
+        return {**row, "messages": with_system_prompt(row["messages"], prompt)}
+
+    return _task_rows(path, facts, task, "domain_train.jsonl", "chat", mark)
 
 
 def load_domain_eval(
@@ -221,14 +232,9 @@ def load_domain_eval(
 
     Another task's rows carry its system prompt under "system", which `evaluate_choices` sends.
     """
-    if path is None and "+" in check_task(task):  # a mixture: each company's questions, in order
-        return [r for part in task_parts(task) for r in load_domain_eval(None, facts, part)]
-    rows = read_jsonl(path or task_dir(task) / "domain_eval.jsonl", "multiple_choice")
-    rows = _first_facts(rows, facts)
-    if task == TASKS[0]:
-        return rows
-    prompt = _task_prompt(task)
-    return [{**r, "system": prompt} for r in rows]
+    return _task_rows(
+        path, facts, task, "domain_eval.jsonl", "multiple_choice", lambda r, p: {**r, "system": p}
+    )
 
 
 def load_probe(path: Path | None = None, limit: int | None = None) -> list[dict]:
