@@ -24,6 +24,8 @@ METHODS = sorted(REGISTRY)
 # These change base weights in place: there is nothing to switch off.
 IN_PLACE = {"full", "top-layers", "chosen-layers", "bitfit"}
 NOT_IDENTITY_AT_INIT = {"prompt-tuning", "prompt-scratch", "prefix-tuning"}  # see the test
+# These store the frozen base in fewer bits: their "off" state is the rounded base, not the base.
+QUANTISED_BASE = {"qlora"}
 IDS = torch.tensor([[3, 4, 5, 6, 7, 8]])
 
 
@@ -127,11 +129,15 @@ def _expected_trainable(name: str, model) -> int:
     kv = c.num_key_value_heads * (d // c.num_attention_heads)
     out_features = d + kv + kv + d + i + i + d  # q k v o gate up down: one bias each
     layer = sum(p.numel() for p in model.model.layers[-1].parameters())
+    lora = n_layers * 8 * sum(d_in + d_out for d_in, d_out in [(d, d), (d, kv), (d, kv), (d, d)])
+    lora += n_layers * 8 * ((d + i) * 2 + (i + d))  # r = 8 on q k v o, then gate up down
     b, virtual = 16, 8  # the default bottleneck and soft-prompt / prefix length
     return {
         "full": sum(p.numel() for p in model.parameters()),
-        "lora": n_layers * 8 * sum(a + o for a, o in [(d, d), (d, kv), (d, kv), (d, d)])
-        + n_layers * 8 * ((d + i) * 2 + (i + d)),
+        "lora": lora,
+        "lora-scratch": lora,
+        "qlora": lora,  # the same adapters; the 4-bit base is frozen
+        "dora": lora + n_layers * out_features,  # plus a magnitude per output of every target
         "adapter": n_layers * (d * b + b + b * d + d),  # pfeiffer: one adapter per block
         "bias-added": n_layers * out_features,
         "bitfit": n_layers * out_features,  # on the tiny llama with biases
@@ -157,6 +163,15 @@ def test_trainable_count_matches_the_method(name, tiny, tiny_biased):
 def test_starts_as_the_base_model_or_not_by_design(name, tiny, tiny_biased):
     model, tok = _base_for(name, tiny, tiny_biased)
     before = _logits(model)
+    if name in QUANTISED_BASE:
+        # Rounding the base to 4 bits moves the outputs a little; the adapters add nothing yet.
+        model = _prepared(name, model, tok)
+        with adapters_disabled(model):
+            rounded = _logits(model)
+        assert torch.equal(_logits(model), rounded)
+        assert not torch.equal(rounded, before)
+        assert torch.allclose(rounded, before, atol=0.1 * before.abs().max().item())
+        return
     after = _logits(_prepared(name, model, tok))
     if name in NOT_IDENTITY_AT_INIT:
         # A soft prompt or prefix is extra context the model attends to: it shifts every output
@@ -173,6 +188,9 @@ def test_adapters_disabled_switches_the_method_off(name, tiny):
     model, tok = tiny
     base = _logits(model)
     model = _prepared(name, model, tok)
+    if name in QUANTISED_BASE:  # off, it is the 4-bit base (the test above compares it)
+        with adapters_disabled(model):
+            base = _logits(model)
     _perturb_trainables(model, seed=2)
     on = _logits(model)
     with adapters_disabled(model):
