@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     fetch = sub.add_parser("fetch-model", help="fetch, verify and convert the offline base model")
     fetch.add_argument("--model", default=None, help="offline model alias")
+    prefetch = sub.add_parser(
+        "prefetch", help="write the verified model files into DIR, for lessons with no network"
+    )
+    prefetch.add_argument("dir", type=Path, metavar="DIR", help="the kit folder (created)")
     sub.add_parser("methods", help="list the registered fine-tuning methods")
     for name, text in (("baseline", "score the base model"), ("train", "train one method")):
         cmd = sub.add_parser(name, help=text)
@@ -113,7 +117,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--ewc", type=_weight, default=0.0, help="weight of the Fisher-weighted pull (EWC)"
     )
+    add_compare_parser(sub)
     return parser
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    """A comma-separated list of registered method names, checked before any model loads."""
+    from tutorial_lib.methods import get_method
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one method, e.g. full,lora")
+    try:
+        for name in names:
+            get_method(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def add_compare_parser(sub) -> None:
+    """`compare`: every method (or those named) on one budget, resumable, as JSON and Markdown."""
+    cmd = sub.add_parser("compare", help="train every method on one budget and compare them")
+    cmd.add_argument("--methods", type=_methods, help="comma-separated (default: every method)")
+    cmd.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..N-1 per method")
+    cmd.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
+    cmd.add_argument("--task", type=_task, metavar="NAME", help="as for train (default: first)")
+    cmd.add_argument("--model", default=None, help="offline alias, local folder or Hub id")
+    cmd.add_argument(
+        "--profile", choices=sorted(PROFILES), help="default: $TUTORIAL_PROFILE or full"
+    )
+    cmd.add_argument("--json", type=_json_path, help="write records and summary to this file")
+    cmd.add_argument("--markdown", type=_json_path, help="write the table to this file")
+    cmd.add_argument(
+        "--runs",
+        type=_json_path,
+        help="finished runs are cached here, so a stopped comparison resumes "
+        "(default: compare-PROFILE-runs.jsonl; delete it to start over)",
+    )
+    cmd.add_argument("--retry-failed", action="store_true", help="rerun methods that raised")
 
 
 def _write_json(path: Path | None, payload: dict) -> None:
@@ -126,6 +168,15 @@ def cmd_fetch_model(args) -> None:
     from tutorial_lib.models import DEFAULT_MODEL, fetch_model
 
     print(fetch_model(args.model or DEFAULT_MODEL))
+
+
+def cmd_prefetch(args) -> None:
+    from tutorial_lib.delivery import prefetch
+    from tutorial_lib.models import CACHE_ENV
+
+    for folder in prefetch(args.dir):
+        print(f"ready: {folder}")
+    print(f"offline use: {CACHE_ENV}={args.dir.expanduser().resolve()} jupyter lab notebooks/")
 
 
 def cmd_methods(args) -> None:
@@ -218,11 +269,50 @@ def cmd_train(args) -> None:
     _write_json(args.json, s)
 
 
+def cmd_compare(args) -> int:
+    """Run the comparison, print its table, write the files; exit 1 if any method failed."""
+    from tutorial_lib.compare import ComparisonSpec, compare
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.data import TASKS
+    from tutorial_lib.models import DEFAULT_MODEL
+
+    profile = get_profile(args.profile)
+    spec = ComparisonSpec(
+        methods=args.methods or (), seeds=args.seeds, steps=args.steps, task=args.task or TASKS[0]
+    )
+    runs = args.runs or Path(f"compare-{profile.name}-runs.jsonl")
+    print(f"runs cached in {runs} (delete it to start over)", file=sys.stderr)
+    result = compare(
+        spec,
+        results_path=runs,
+        profile=profile,
+        model_name=args.model or DEFAULT_MODEL,
+        retry_failed=args.retry_failed,
+        on_run=lambda method, seed: print(f"run: {method}, seed {seed}", file=sys.stderr),
+    )
+    table = result.markdown()
+    print(table, end="")
+    _write_json(args.json, result.to_json())
+    if args.markdown:
+        args.markdown.write_text(table)
+        print(f"wrote {args.markdown}")
+    for record in result.failed:
+        error = record["error"]
+        print(
+            f"failed: {record['method']} seed {record['seed']}: {error['type']}: "
+            f"{error['message']}",
+            file=sys.stderr,
+        )
+    return 1 if result.failed else 0
+
+
 COMMANDS = {
     "fetch-model": cmd_fetch_model,
+    "prefetch": cmd_prefetch,
     "methods": cmd_methods,
     "baseline": cmd_baseline,
     "train": cmd_train,
+    "compare": cmd_compare,
 }
 
 
@@ -233,17 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     from tutorial_lib.models import ModelFetchError
 
     threads = set_threads(args.threads)
-    if args.command in ("baseline", "train"):
+    if args.command in ("baseline", "train", "compare"):
         print(f"using {threads} CPU thread(s)", file=sys.stderr)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except (ValueError, FloatingPointError, FileNotFoundError, ModelFetchError) as exc:
         print(f"tutorial-lib: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"tutorial-lib: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
