@@ -306,23 +306,33 @@ def fixed_length_examples(tokenizer, length: int, count: int) -> list[dict]:
     return packed_examples([{"input_ids": ids, "labels": ids}], length)
 
 
-def measure_lora_vs_full(bench: Bench) -> dict:
-    """LoRA's seconds per step over full fine-tuning's at fixed batch shapes: whole runs of
-    `train`, one model alive at a time (as in a lesson), alternating methods."""
+def step_time_ratio(bench: Bench, numerator: str, denominator: str, key: str) -> dict:
+    """Seconds per step of method `numerator` over `denominator` at fixed batch shapes: whole
+    runs of `train`, one model alive at a time (as in a lesson), the two methods alternating."""
     s, tokenizer = bench.settings, bench.base[1]
     result: dict[str, Any] = {"detail": {"loop": "tutorial_lib.train.train, fresh model per run"}}
     for length in s.step_lengths:
         examples = fixed_length_examples(tokenizer, length, s.batch_size * 4)
-        timers = {m: partial(time_ours, examples=examples) for m in ("full", "lora")}
+        timers = {m: partial(time_ours, examples=examples) for m in (denominator, numerator)}
         runs = interleaved_runs(bench, timers, s.lora_repeats)
         per_run = {m: [statistics.mean(r.seconds) for r in rs] for m, rs in runs.items()}
-        ratios = [lo / fu for lo, fu in zip(per_run["lora"], per_run["full"])]
-        result[f"lora_over_full_step_time_{length}"] = statistics.median(ratios)
-        result["detail"][f"lora_over_full_step_time_{length}"] = {
+        ratios = [a / b for a, b in zip(per_run[numerator], per_run[denominator])]
+        result[f"{key}_{length}"] = statistics.median(ratios)
+        result["detail"][f"{key}_{length}"] = {
             "shape": [s.batch_size, length],
             "ratio": spread(ratios),
-            "full_sec_per_step": spread(per_run["full"]),
-            "lora_sec_per_step": spread(per_run["lora"]),
+            **{f"{m}_sec_per_step": spread(per_run[m]) for m in (denominator, numerator)},
             "step_seconds": {m: [r.seconds for r in rs] for m, rs in runs.items()},
         }
     return result
+
+
+def measure_lora_vs_full(bench: Bench) -> dict:
+    """LoRA's seconds per step over full fine-tuning's: what LoRA saves per step."""
+    return step_time_ratio(bench, "lora", "full", "lora_over_full_step_time")
+
+
+def measure_lora_scratch_vs_peft(bench: Bench) -> dict:
+    """Our LoRA's (lora-scratch) seconds per step over peft's: same arithmetic, bit for bit
+    (tests/test_lora_scratch.py), so any gap is peft's bookkeeping per adapted layer, or ours."""
+    return step_time_ratio(bench, "lora-scratch", "lora", "lora_scratch_over_peft_step_time")

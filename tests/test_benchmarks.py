@@ -133,6 +133,28 @@ def test_interleaving_reverses_the_order_every_other_repeat(training):
     assert order[-1] == ("x", "lora")
 
 
+@pytest.mark.parametrize(
+    "name, key, numerator, denominator",
+    [
+        ("lora_scratch", "lora_scratch_over_peft_step_time", "lora-scratch", "lora"),
+        ("lora_vs_full", "lora_over_full_step_time", "lora", "full"),
+    ],
+)
+def test_step_time_ratios_time_both_methods_on_the_same_shapes(
+    run, tiny, name, key, numerator, denominator
+):
+    settings = replace(run.SETTINGS["quick"], step_lengths=(16,), batch_size=2)
+    bench = run.Bench(settings, threads=torch.get_num_threads(), _base=tiny)
+    result = run.MEASUREMENTS[name](bench)
+    detail = result["detail"][f"{key}_16"]
+    assert detail["shape"] == [2, 16]
+    top, bottom = (detail[f"{m}_sec_per_step"]["values"] for m in (numerator, denominator))
+    assert result[f"{key}_16"] == pytest.approx(top[0] / bottom[0])
+    timed_steps = settings.train_steps - settings.warmup_skip - 1  # the last has no end mark
+    assert [len(r) for r in detail["step_seconds"][numerator]] == [timed_steps]
+    assert f"{key}_128" in run.TARGETS
+
+
 def test_naive_scorer_agrees_with_the_library(probe, tiny, probe_items):
     model, tokenizer = tiny
     naive = probe.naive_choice_scores(model, tokenizer, probe_items)
