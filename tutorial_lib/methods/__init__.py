@@ -64,4 +64,4 @@ def apply_method(model, name: str, config: Any = None, seed: int | None = None):
 
 
 # Importing the modules registers their methods.
-from tutorial_lib.methods import additive, full, lora, prompts, selective  # noqa: E402, F401
+from tutorial_lib.methods import additive, full, lora, prompts, qlora, selective  # noqa: E402, F401

@@ -1,0 +1,157 @@
+"""QLoRA (Dettmers et al., 2023): the frozen base in 4-bit NF4 (bitsandbytes), LoRA (peft) on top.
+
+Lesson 06 builds NF4 by hand in `tutorial_lib.quant`; this is the practitioners' version. Every
+linear layer of the decoder blocks is quantised; the embeddings and the output head stay as the
+library loaded them (fp32 here, tied to each other), as the QLoRA paper and transformers'
+`BitsAndBytesConfig` do by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tutorial_lib.methods import register
+from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
+
+# bitsandbytes looks for an optional CPU kernel package that fetches code from a hub at run time;
+# it runs without it (measured), so its notice at import is noise for a learner. Do not install
+# that package: it downloads code when bitsandbytes is imported.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
+KEEP_UNQUANTISED = ("lm_head",)  # the output head (tied to the embeddings here)
+
+
+@dataclass
+class QloraConfig(LoraMethodConfig):
+    """LoRA's knobs plus how the frozen base is stored."""
+
+    double_quant: bool = True  # 8-bit scales of the scales: ~0.127 instead of 0.5 bit per weight
+    compute_dtype: str = "auto"  # "auto": bf16 where the machine computes it fast, else fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}"
+            )
+
+
+def compute_dtype_for(config: QloraConfig, device: torch.device) -> torch.dtype:
+    """bf16 only where it is fast (lesson 01's `fast_bf16`); emulated bf16 is slower than fp32."""
+    from tutorial_lib.device import fast_bf16
+
+    chosen = COMPUTE_DTYPES[config.compute_dtype]
+    if chosen is None:
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return chosen
+
+
+def _to_4bit(linear: nn.Linear, double_quant: bool, compute_dtype: torch.dtype) -> nn.Module:
+    """The same layer with its weight stored in NF4 (quantised when moved to its device)."""
+    import bitsandbytes as bnb
+
+    device = linear.weight.device
+    quantised = bnb.nn.Linear4bit(
+        linear.in_features,
+        linear.out_features,
+        bias=linear.bias is not None,
+        compute_dtype=compute_dtype,
+        compress_statistics=double_quant,
+        quant_type="nf4",
+        device="meta",
+    )
+    quantised.weight = bnb.nn.Params4bit(
+        linear.weight.data.float(),
+        requires_grad=False,
+        compress_statistics=double_quant,
+        quant_type="nf4",
+        module=quantised,
+    )
+    if linear.bias is not None:
+        quantised.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+    quantised = quantised.to(device)
+    guard_cpu_gradients(quantised)
+    return quantised
+
+
+def guard_cpu_gradients(model: nn.Module) -> int:
+    """Keep gradients flowing through 4-bit layers on CPUs with AVX512-BF16.
+
+    bitsandbytes repacks a `Linear4bit` weight into a CPU inference format on its first
+    eval-mode, no-grad forward; every later training forward then drops the gradient through the
+    frozen 4-bit path, with only a warning (LoRA gradients 87 % off after one evaluation pass,
+    measured). Lessons evaluate between training runs, so the repacking is switched off on every
+    4-bit layer (bitsandbytes' documented switch). Returns how many layers were guarded.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def quantize_base(model: nn.Module, double_quant: bool = True, compute_dtype=torch.float32):
+    """Replace every linear layer except the output head by its NF4 twin, in place."""
+    targets = [
+        (parent, child_name, child)
+        for parent_name, parent in model.named_modules()
+        for child_name, child in parent.named_children()
+        if isinstance(child, nn.Linear)
+        and f"{parent_name}.{child_name}".lstrip(".").rsplit(".", 1)[-1] not in KEEP_UNQUANTISED
+    ]
+    for parent, child_name, child in targets:
+        setattr(parent, child_name, _to_4bit(child, double_quant, compute_dtype))
+    model.is_loaded_in_4bit = True  # what peft reads to wrap 4-bit layers with its LoRA
+    return model
+
+
+@register(
+    "qlora",
+    "reparameterization",
+    QloraConfig,
+    default_lr=3e-3,  # LoRA's: the same adapters on a 4-bit copy of the same base
+    description="LoRA on a frozen base stored in 4-bit NF4 (bitsandbytes + peft)",
+)
+def apply_qlora(model, config: QloraConfig):
+    """Quantise the base to NF4, prepare it for k-bit training, add peft LoRA adapters."""
+    from peft import prepare_model_for_kbit_training
+
+    device = next(model.parameters()).device
+    quantize_base(model, config.double_quant, compute_dtype_for(config, device))
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=config.gradient_checkpointing
+    )
+    return apply_lora(model, config)
+
+
+def quantized_bytes(model: nn.Module) -> int:
+    """Bytes the model's weights occupy, 4-bit codes and their scales included (a 4-bit tensor's
+    scales live beside it, not among the model's parameters, so parameter sizes miss them)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * tensor.element_size()
+        state = getattr(tensor, "quant_state", None)
+        if state is not None:
+            total += _state_bytes(state)
+    return total
+
+
+def _state_bytes(state) -> int:
+    """The scales of one 4-bit tensor: fp32 absmax, or 8-bit codes plus their own scales (the
+    256-value code book is one shared constant, not counted per tensor)."""
+    total = state.absmax.numel() * state.absmax.element_size()
+    if state.state2 is not None:
+        total += state.state2.absmax.numel() * state.state2.absmax.element_size()
+        total += 4  # the offset
+    return total
