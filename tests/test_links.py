@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tutorial_lib import delivery
+
 ROOT = Path(__file__).resolve().parent.parent
 LINK_LIST = ROOT / "docs" / "links.md"
 MARKDOWN = [
@@ -94,12 +96,7 @@ def listed_external() -> set[str]:
 
 def derived_external() -> set[str]:
     """Addresses generated from pyproject's repository URL: one place already reviews them."""
-    try:
-        from tutorial_lib import delivery
-    except ImportError:
-        return set()
-    derive = getattr(delivery, "derived_links", None)
-    return set(derive(NOTEBOOKS)) if derive else set()
+    return set(delivery.derived_links(NOTEBOOKS))
 
 
 def broken_internal(source: Path, target: str, root: Path = ROOT) -> str | None:
