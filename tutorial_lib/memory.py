@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -171,22 +172,39 @@ class MemoryLedger:
         return "\n".join(f"{name:<16} {n / 2**20:>9,.0f} MiB" for name, n in self.rows())
 
 
-def activation_bytes(config, batch: int, seq_len: int, bytes_per_value: int = 4) -> int:
+def _layer_values_per_token(config) -> int:
+    """Values one decoder layer keeps per token for the backward pass (see `activation_bytes`)."""
+    h, i = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    return 8 * h + 2 * kv + 4 * i
+
+
+def activation_bytes(
+    config, batch: int, seq_len: int, bytes_per_value: float = 4, checkpointing: bool = False
+) -> int:
     """Rough activation memory of a llama-style decoder: values saved per token per layer.
 
     Per layer: residual, two norms, attention in/out (~8 hidden), q/k/v (hidden + 2 kv),
     the MLP's gate, up, activation and product (4 intermediate); then the logits over the
     vocabulary, kept in fp32 with their softmax and gradient (3 copies), counted at every
-    position: an upper bound when `train` computes them only where a label is trained. An
-    estimate: kernels and allocators add overhead, so compare it with a measured peak.
+    position: an upper bound when `train` computes them only where a label is trained. With
+    gradient `checkpointing` only each layer's input is kept, and one layer at a time is
+    recomputed during the backward pass. An estimate: kernels and allocators add overhead,
+    so compare it with a measured peak.
     """
-    h, i = config.hidden_size, config.intermediate_size
-    kv = config.num_key_value_heads * (h // config.num_attention_heads)
-    per_token_layer = 8 * h + 2 * kv + 4 * i
     tokens = batch * seq_len
-    layers = tokens * config.num_hidden_layers * per_token_layer * bytes_per_value
+    per_layer = _layer_values_per_token(config)
+    if checkpointing:
+        values = tokens * (config.num_hidden_layers * config.hidden_size + per_layer)
+    else:
+        values = tokens * config.num_hidden_layers * per_layer
     logits = tokens * config.vocab_size * 4 * 3
-    return layers + logits
+    return int(values * bytes_per_value) + logits
+
+
+# bytes of optimizer state per trained value: AdamW keeps two fp32 moments, 8-bit AdamW two
+# 8-bit ones (bitsandbytes), SGD nothing, or one fp32 buffer with momentum
+OPTIMIZERS = {"adamw": 8, "adamw-8bit": 2, "sgd": 0, "sgd-momentum": 4}
 
 
 def estimate_training_memory(model, batch: int, seq_len: int, bf16: bool = False) -> MemoryLedger:
@@ -195,7 +213,7 @@ def estimate_training_memory(model, batch: int, seq_len: int, bf16: bool = False
     return MemoryLedger(
         weights=sum(storage_bytes(p) for p in model.parameters()),
         gradients=sum(storage_bytes(p) for p in trained),
-        optimizer=sum(2 * 4 * logical_numel(p) for p in trained),
+        optimizer=sum(OPTIMIZERS["adamw"] * logical_numel(p) for p in trained),
         activations=activation_bytes(model.config, batch, seq_len, 2 if bf16 else 4),
     )
 
@@ -251,20 +269,54 @@ class Architecture:
     vocab_size: int
     tie_word_embeddings: bool = False
 
+    @classmethod
+    def from_config(cls, config, name: str = "") -> Architecture:
+        """The shape of a transformers config (e.g. `model.config`), to estimate it in any setup."""
+        fields = (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+        )
+        shape = {f: getattr(config, f) for f in fields}
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        return cls(
+            name or getattr(config, "name_or_path", "") or "model",
+            **shape,
+            tie_word_embeddings=tied,
+        )
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) features of one block's linear layers: q, k, v, o, gate, up, down."""
+        h, i = self.hidden_size, self.intermediate_size
+        kv = self.num_key_value_heads * (h // self.num_attention_heads)
+        return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def linear_params(self) -> int:
+        """Weights of the blocks' linear layers: what 8-bit and 4-bit loading quantise."""
+        return self.num_hidden_layers * sum(a * b for a, b in self.linear_shapes())
+
     @property
     def n_params(self) -> int:
         """Parameters: embeddings, attention, MLP and norms of every layer, the output head."""
-        h, i, layers = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        kv = self.num_key_value_heads * (h // self.num_attention_heads)
-        per_layer = 2 * h * h + 2 * h * kv + 3 * h * i + 2 * h
+        h, layers = self.hidden_size, self.num_hidden_layers
         embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return layers * per_layer + embeddings + h
+        return self.linear_params + layers * 2 * h + embeddings + h
+
+    def lora_params(self, rank: int) -> int:
+        """LoRA's trained values on every linear layer of every block: r · (in + out) each."""
+        return self.num_hidden_layers * rank * sum(a + b for a, b in self.linear_shapes())
 
 
 ARCHITECTURES = {
     "SmolLM2-135M": Architecture("SmolLM2-135M", 576, 1536, 30, 9, 3, 49152, True),
     "Llama-3.2-1B": Architecture("Llama-3.2-1B", 2048, 8192, 16, 32, 8, 128256, True),
     "Llama-2-7B": Architecture("Llama-2-7B", 4096, 11008, 32, 32, 32, 32000),
+    "Llama-2-13B": Architecture("Llama-2-13B", 5120, 13824, 40, 40, 40, 32000),
+    "LLaMA-65B": Architecture("LLaMA-65B", 8192, 22016, 80, 64, 64, 32000),  # the QLoRA paper's
     "Llama-2-70B": Architecture("Llama-2-70B", 8192, 28672, 80, 64, 8, 32000),
 }
 
@@ -272,14 +324,23 @@ ARCHITECTURES = {
 def full_finetune_ledger(
     arch: Architecture, batch: int, seq_len: int, weight_bytes: float = 4, grad_bytes: float = 4
 ) -> MemoryLedger:
-    """Full fine-tuning with AdamW of a model we only know by its shape (fp32 unless told)."""
-    n = arch.n_params
-    return MemoryLedger(
-        weights=int(n * weight_bytes),
-        gradients=int(n * grad_bytes),
-        optimizer=8 * n,
-        activations=activation_bytes(arch, batch, seq_len, 4 if weight_bytes == 4 else 2),
+    """Full fine-tuning with AdamW of a model we only know by its shape (fp32 unless told); in
+    16-bit without an fp32 master copy (`estimate` has the other variants)."""
+    dtypes = {4: "fp32", 2: "bf16"}
+    if weight_bytes not in dtypes or grad_bytes != weight_bytes:
+        raise ValueError(
+            f"weight_bytes and grad_bytes must both be 4 or both 2, got {weight_bytes}, "
+            f"{grad_bytes}; estimate() covers other precisions"
+        )
+    est = estimate(
+        arch,
+        method="full",
+        dtype=dtypes[weight_bytes],
+        batch=batch,
+        seq_len=seq_len,
+        master_weights=False,
     )
+    return MemoryLedger(est.weights, est.gradients, est.optimizer, est.activations)
 
 
 PRECISIONS = {"fp32": 4, "bf16 + fp32 Adam": 2}  # bytes per weight and per gradient
@@ -303,6 +364,273 @@ def scaling_table(batch: int = 8, seq_len: int = 128, architectures: dict | None
                 }
             )
     return pd.DataFrame(rows).set_index(["model", "precision"])
+
+
+# --- the estimator: any size, method, precision, optimizer and number of GPUs ------------------
+
+FLOAT_DTYPES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}  # bytes per value
+# int8: one byte a weight (LLM.int8's per-row scales are negligible); nf4 with double
+# quantisation: 4 bits + an 8-bit scale per 64 weights + an fp32 scale per 256 scales = 4.127 bits
+WEIGHT_DTYPES = {**FLOAT_DTYPES, "int8": 1.0, "nf4": (4 + 8 / 64 + 32 / (64 * 256)) / 8}
+METHODS = ("full", "lora", "qlora", "peft")  # peft: any frozen-base method, by trainable share
+SHARDING = {  # which parts each strategy divides between the GPUs (activations: never)
+    "none": (),
+    "ddp": (),
+    "zero1": ("optimizer",),
+    "zero2": ("optimizer", "gradients"),
+    "zero3": ("optimizer", "gradients", "weights"),
+    "fsdp": ("optimizer", "gradients", "weights"),
+}
+
+
+def _one_of(knob: str, value, allowed) -> None:
+    """Refuse a value outside `allowed`, naming them all."""
+    if value not in allowed:
+        raise ValueError(f"{knob} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How a model is trained, as far as memory goes; `estimate` turns it into bytes per device."""
+
+    method: str = "full"  # full, lora, qlora, or peft (any frozen-base method: trainable_fraction)
+    dtype: str | None = None  # the base weights as stored (WEIGHT_DTYPES); None: nf4 for qlora,
+    #   fp32 otherwise
+    compute_dtype: str | None = None  # activations and the weights a quantised model keeps in
+    #   float (embeddings, norms); None: fp32 for fp32 weights, bf16 otherwise
+    rank: int = 8  # LoRA's r (lora, qlora)
+    trainable_fraction: float | None = None  # share of the parameters trained (peft; overrides
+    #   LoRA's count, e.g. for a bare parameter count)
+    adapter_dtype: str = "fp32"  # added trained weights: peft keeps them fp32; QLoRA's paper bf16
+    batch: int = 1  # sequences per device per micro-step
+    seq_len: int = 512  # tokens per sequence
+    optimizer: str = "adamw"  # OPTIMIZERS
+    master_weights: bool | None = None  # an fp32 copy of 16-bit trained weights (mixed precision);
+    #   None: yes for full fine-tuning in 16 bits, no otherwise
+    gradient_checkpointing: bool = False  # keep each layer's input only; recompute the rest
+    gpus: int = 1  # devices training together
+    sharding: str = "none"  # SHARDING: none/ddp replicate; zero3/fsdp divide all but activations
+
+    def __post_init__(self) -> None:
+        _one_of("method", self.method, METHODS)
+        _one_of("optimizer", self.optimizer, list(OPTIMIZERS))
+        _one_of("sharding", self.sharding, list(SHARDING))
+        _one_of("adapter_dtype", self.adapter_dtype, list(FLOAT_DTYPES))
+        dtype = self.dtype or ("nf4" if self.method == "qlora" else "fp32")
+        _one_of("dtype", dtype, list(WEIGHT_DTYPES))
+        compute = self.compute_dtype or ("fp32" if dtype == "fp32" else "bf16")
+        _one_of("compute_dtype", compute, list(FLOAT_DTYPES))
+        if self.method == "full" and dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"full fine-tuning trains every weight: dtype must be one of "
+                f"{', '.join(FLOAT_DTYPES)}, got {dtype!r} (quantised: qlora)"
+            )
+        if self.method == "qlora" and dtype != "nf4":
+            raise ValueError(
+                f"qlora stores the base in nf4, got dtype {dtype!r}; "
+                "for another dtype use method 'lora'"
+            )
+        if self.method == "peft" and self.trainable_fraction is None:
+            raise ValueError("method 'peft' needs trainable_fraction (e.g. 0.01 for 1 %)")
+        if self.trainable_fraction is not None and not 0 < self.trainable_fraction <= 1:
+            raise ValueError(f"trainable_fraction must be in (0, 1], got {self.trainable_fraction}")
+        for knob in ("rank", "batch", "seq_len", "gpus"):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{knob} must be a positive integer, got {value!r}")
+        master = self.master_weights
+        if master is None:
+            master = self.method == "full" and FLOAT_DTYPES.get(dtype) == 2
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "compute_dtype", compute)
+        object.__setattr__(self, "master_weights", master)
+
+    @property
+    def trains_base(self) -> bool:
+        """Whether the base weights themselves train (full), rather than added ones."""
+        return self.method == "full"
+
+
+@dataclass
+class MemoryEstimate(MemoryLedger):
+    """Predicted bytes **per device** of one training step, with what was assumed."""
+
+    model: str = ""
+    setup: TrainingSetup = field(default_factory=TrainingSetup)
+    n_params: int = 0  # parameters of the base model
+    trainable_params: int = 0
+    activations_estimated: bool = True  # False for a bare parameter count: no shape, no guess
+
+    def margin(self, gpu_gib: float) -> float:
+        """GiB left over on a device of `gpu_gib` GiB (negative: short by that much)."""
+        return gpu_gib - self.total / 2**30
+
+    def fits(self, gpu_gib: float) -> bool:
+        """Whether one step fits a device of `gpu_gib` GiB (before the CUDA context's share)."""
+        return self.margin(gpu_gib) >= 0
+
+    def table(self):
+        """GiB per device and bytes per model parameter, by what holds them."""
+        import pandas as pd
+
+        rows = [
+            {"part": k, "GiB per device": v / 2**30, "bytes / param": v / self.n_params}
+            for k, v in self.rows()
+        ]
+        return pd.DataFrame(rows).set_index("part").round(3)
+
+    def __str__(self) -> str:
+        s = self.setup
+        head = (
+            f"{self.model}: {s.method}, {s.dtype} weights, {s.optimizer}, batch {s.batch} x "
+            f"{s.seq_len}, {s.gpus} GPU(s) {s.sharding}"
+            + (", checkpointing" if s.gradient_checkpointing else "")
+        )
+        note = "" if self.activations_estimated else "  (activations: give an architecture)"
+        lines = [
+            f"{k:<16} {v / 2**30:>8,.2f} GiB  {v / self.n_params:>6.2f} B/param"
+            for k, v in self.rows()
+        ]
+        return "\n".join([head, *lines]) + note
+
+
+def _as_architecture(model) -> tuple[int, Architecture | None, str]:
+    """(parameters, shape or None, name) of a parameter count, preset name, shape or config."""
+    if isinstance(model, bool) or model is None:
+        raise TypeError(f"give a parameter count, an Architecture or a name, got {model!r}")
+    if isinstance(model, int):
+        if model <= 0:
+            raise ValueError(f"a parameter count must be positive, got {model}")
+        return model, None, f"{model / 1e9:g}B parameters"
+    if isinstance(model, str):
+        _one_of("model", model, list(ARCHITECTURES))
+        model = ARCHITECTURES[model]
+    if not isinstance(model, Architecture):
+        model = Architecture.from_config(model)
+    return model.n_params, model, model.name
+
+
+def _trainable_params(n: int, arch: Architecture | None, setup: TrainingSetup) -> int:
+    """How many values train: all (full), a given share, or LoRA's r · (in + out) per layer."""
+    if setup.trains_base:
+        return n
+    if setup.trainable_fraction is not None:
+        return round(setup.trainable_fraction * n)
+    if arch is None:
+        raise ValueError(
+            f"{setup.method}'s trainable count needs the layer shapes: give an "
+            "Architecture (or a name in ARCHITECTURES), or a trainable_fraction"
+        )
+    return arch.lora_params(setup.rank)
+
+
+def _base_weight_bytes(n: int, arch: Architecture | None, setup: TrainingSetup) -> float:
+    """The base model as stored: quantised blocks keep embeddings and norms in compute dtype."""
+    if setup.dtype in FLOAT_DTYPES or arch is None:
+        return n * WEIGHT_DTYPES[setup.dtype]
+    quantised = arch.linear_params
+    return (
+        quantised * WEIGHT_DTYPES[setup.dtype] + (n - quantised) * FLOAT_DTYPES[setup.compute_dtype]
+    )
+
+
+def estimate(model, setup: TrainingSetup | None = None, **knobs) -> MemoryEstimate:
+    """Bytes per device of training `model` (a parameter count, a name in ARCHITECTURES, an
+    Architecture or a transformers config) as `setup` (or its fields as keywords) says.
+
+    Weights, gradients and optimizer state (with any fp32 master copy, as ZeRO counts it) are
+    divided between the GPUs by zero3/fsdp; activations never are. Kernels, the CUDA context and
+    allocator fragmentation come on top: leave a margin.
+    """
+    if setup is not None and knobs:
+        raise TypeError(f"give the knobs in the TrainingSetup, not as {sorted(knobs)}")
+    setup = setup or TrainingSetup(**knobs)
+    n, arch, name = _as_architecture(model)
+    trainable = _trainable_params(n, arch, setup)
+    weights = _base_weight_bytes(n, arch, setup)
+    grad_bytes = FLOAT_DTYPES[setup.dtype if setup.trains_base else setup.adapter_dtype]
+    if not setup.trains_base:
+        weights += trainable * grad_bytes  # the added weights, stored like their gradients
+    optimizer = trainable * (OPTIMIZERS[setup.optimizer] + (4 if setup.master_weights else 0))
+    parts = {"weights": weights, "gradients": trainable * grad_bytes, "optimizer": optimizer}
+    for part in SHARDING[setup.sharding]:
+        parts[part] /= setup.gpus
+    activations = 0
+    if arch is not None:
+        activations = activation_bytes(
+            arch,
+            setup.batch,
+            setup.seq_len,
+            FLOAT_DTYPES[setup.compute_dtype],
+            setup.gradient_checkpointing,
+        )
+    return MemoryEstimate(
+        **{k: math.ceil(v) for k, v in parts.items()},
+        activations=activations,
+        model=name,
+        setup=setup,
+        n_params=n,
+        trainable_params=trainable,
+        activations_estimated=arch is not None,
+    )
+
+
+EXTRAPOLATION_MODELS = {
+    "1B": "Llama-3.2-1B",
+    "7B": "Llama-2-7B",
+    "13B": "Llama-2-13B",
+    "70B": "Llama-2-70B",
+}
+EXTRAPOLATION_METHODS = {  # how each is usually run on a GPU
+    "full": dict(method="full", dtype="bf16"),  # mixed precision: 16 bytes a parameter
+    "LoRA": dict(method="lora", dtype="bf16"),
+    "QLoRA": dict(method="qlora"),
+}
+
+
+def extrapolation_table(
+    gpu_gib: tuple[float, ...] = (16, 24, 48, 80),
+    gpus: tuple[int, ...] = (1, 2, 8),
+    sharding: str = "fsdp",
+    wide: bool = True,
+    **knobs,
+):
+    """Which model sizes each method can train on which GPUs: GiB to spare per device (negative:
+    does not fit), sharding over several GPUs. `knobs` go to `TrainingSetup` (defaults: batch 1
+    of 512 tokens, gradient checkpointing, LoRA rank 16). `wide=False`: one row per case."""
+    import pandas as pd
+
+    knobs = {"batch": 1, "seq_len": 512, "gradient_checkpointing": True, "rank": 16, **knobs}
+    rows = []
+    for size, arch in EXTRAPOLATION_MODELS.items():
+        for label, method in EXTRAPOLATION_METHODS.items():
+            for n in gpus:
+                est = estimate(
+                    arch, gpus=n, sharding="none" if n == 1 else sharding, **method, **knobs
+                )
+                for memory in gpu_gib:
+                    rows.append(
+                        {
+                            "model": size,
+                            "method": label,
+                            "GPUs": n,
+                            "per GPU (GiB)": round(est.total / 2**30, 1),
+                            "GPU (GiB)": memory,
+                            "fits": est.fits(memory),
+                            "margin (GiB)": round(est.margin(memory), 1),
+                        }
+                    )
+    table = pd.DataFrame(rows)
+    if not wide:
+        return table.set_index(["model", "method", "GPUs", "GPU (GiB)"])
+    grid = table.pivot_table(
+        index=["model", "method", "GPUs", "per GPU (GiB)"],
+        columns="GPU (GiB)",
+        values="margin (GiB)",
+        sort=False,
+    )
+    grid.columns = [f"{c:g} GiB" for c in grid.columns]
+    return grid
 
 
 def _layer_free(name: str) -> str:

@@ -1,0 +1,63 @@
+"""Run by test_estimate.py in a fresh process: one tiny-model training run, its measured peak
+memory beside the estimator's figure, as one JSON line on stdout.
+
+    python tests/estimate_run.py METHOD BATCH SEQ_LEN
+
+A fresh process, because a process that trained before keeps freed memory (glibc's heap) and
+lets a later run grow into it unseen. Set MALLOC_MMAP_THRESHOLD_ (as the test does) so that
+large tensors are mapped and unmapped one by one: the resident peak then follows live tensors,
+which is what the estimator models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from tutorial_lib import data
+from tutorial_lib.memory import Architecture, count_params, estimate
+from tutorial_lib.methods import apply_method
+from tutorial_lib.models import tiny_model
+from tutorial_lib.train import TrainConfig, train
+
+HIDDEN, LAYERS = 256, 4  # big enough that tensors, not the interpreter, dominate the peak
+
+
+def main(method: str, batch: int, seq_len: int) -> dict:
+    torch.set_num_threads(1)
+    corpus = [m["content"] for r in data.load_domain_train()[:120] for m in r["messages"]]
+    model, tokenizer = tiny_model(corpus=corpus, hidden=HIDDEN, layers=LAYERS)
+    arch = Architecture.from_config(model.config, "tiny")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (4 * batch, seq_len), generator=g).tolist()
+    examples = [{"input_ids": row, "labels": list(row)} for row in ids]  # every token trained
+    model = apply_method(model, method)
+    trainable, _ = count_params(model)
+    known = {"full": {}, "lora": {}}.get(method, {"trainable_fraction": trainable / arch.n_params})
+    est = estimate(
+        arch,
+        method=method if method in ("full", "lora") else "peft",
+        batch=batch,
+        seq_len=seq_len,
+        **known,
+    )
+    config = TrainConfig(steps=3, batch_size=batch, lr=1e-4)
+    result = train(model, examples, config, tokenizer.pad_token_id)
+    return {
+        "method": method,
+        "batch": batch,
+        "seq_len": seq_len,
+        "trainable_params": trainable,
+        "estimated_trainable_params": est.trainable_params,
+        "weights": est.weights,
+        "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "estimated": est.beyond_weights,  # gradients, optimizer state, activations
+        "measured": result.peak_memory_bytes - result.memory_at_start_bytes,
+    }
+
+
+if __name__ == "__main__":
+    method, batch, seq_len = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    print(json.dumps(main(method, batch, seq_len)))
