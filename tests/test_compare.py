@@ -1,0 +1,326 @@
+"""`compare`: every method on one budget, cached and resumable, errors recorded, seeds summarised."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tutorial_lib import compare as cmp
+from tutorial_lib import experiment
+from tutorial_lib.config import get_profile
+from tutorial_lib.methods import REGISTRY, Method, get_method
+
+TRAIN_KEYS = {  # what `tutorial-lib train --json` reports (tests/test_cli.py)
+    "method",
+    "lr",
+    "steps",
+    "trainable_params",
+    "total_params",
+    "trainable_percent",
+    "peak_memory_bytes",
+    "optimizer_state_bytes",
+    "sec_per_step",
+    "tokens_per_sec",
+    "loss_history",
+    "domain_accuracy_before",
+    "domain_accuracy_after",
+    "probe_accuracy_before",
+    "probe_accuracy_after",
+    "retention",
+    "general_ce_before",
+    "general_ce_after",
+    "checkpoint_bytes",
+    "trajectory",
+    "seed",
+}
+ADDED_KEYS = {"forgetting", "domain_gain", "family", "target", "retention_at_target"}
+ADDED_KEYS |= {"step_at_target", "forgetting_at_target", "general_ce_at_target"}
+SMALL = dict(probe_items=8, domain_facts=1, general_items=2, batch_size=2)
+
+
+@pytest.fixture
+def small_profile():
+    return get_profile("quick").with_overrides(**SMALL)
+
+
+@pytest.fixture
+def tiny_folder(tiny, tmp_path):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+# --- a fake run: the comparison's logic without training ----------------------------------------
+
+
+def fake_summary(method: str, seed: int, lr: float, steps: int, **_) -> dict:
+    """A run summary whose numbers are known: domain accuracy rises with the seed."""
+    after = {"full": 0.9, "lora": 0.5, "ia3": 0.3}[method] + 0.1 * seed
+    return {
+        "method": method,
+        "lr": lr,
+        "seed": seed,
+        "steps": steps,
+        "interrupted": False,
+        "domain_accuracy_before": 0.3,
+        "domain_accuracy_after": after,
+        "forgetting": 0.1 * seed,
+        "retention": 1 - 0.1 * seed,
+        "general_ce_after": 3.0,
+        "sec_per_step": 1.0,
+        "peak_memory_bytes": 2**20,
+        "trainable_percent": 1.0,
+        "checkpoint_bytes": 2**20,
+        "trajectory": [
+            {
+                "step": 0,
+                "domain_accuracy": 0.3,
+                "forgetting": 0.0,
+                "retention": 1.0,
+                "general_ce": 3.0,
+            },
+            {
+                "step": steps,
+                "domain_accuracy": after,
+                "forgetting": 0.2,
+                "retention": 0.8,
+                "general_ce": 3.4,
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """Replace training with `fake_summary`; returns the list of (method, seed) actually run."""
+    calls = []
+
+    def summarised_run(**kwargs):
+        calls.append((kwargs["method"], kwargs["seed"]))
+        return fake_summary(**kwargs)
+
+    monkeypatch.setattr(experiment, "summarised_run", summarised_run)
+    monkeypatch.setattr(cmp.SharedBase, "measured", lambda self: (None, None))
+    return calls
+
+
+def test_each_method_runs_at_its_default_rate_on_the_same_budget(
+    fake_runs, small_profile, tmp_path
+):
+    result = cmp.compare(
+        methods=("full", "lora"), steps=4, profile=small_profile, results_path=tmp_path / "r.jsonl"
+    )
+    assert [r["method"] for r in result.records] == ["full", "lora"]
+    assert [r["lr"] for r in result.records] == [get_method(m).default_lr for m in ("full", "lora")]
+    assert {r["steps"] for r in result.records} == {4}
+    assert result.records[0]["domain_gain"] == pytest.approx(0.6)
+    assert result.records[1]["family"] == "reparameterization"
+
+
+def test_given_learning_rates_override_the_defaults(fake_runs, small_profile, tmp_path):
+    spec = cmp.ComparisonSpec(methods=("full", "lora"), steps=4, lrs={"lora": 1e-2})
+    result = cmp.compare(spec, profile=small_profile, results_path=tmp_path / "r.jsonl")
+    assert [r["lr"] for r in result.records] == [get_method("full").default_lr, 1e-2]
+
+
+def test_an_interrupted_comparison_resumes_without_rerunning(
+    fake_runs, small_profile, tmp_path, monkeypatch
+):
+    path = tmp_path / "r.jsonl"
+    cmp.compare(methods=("full",), steps=4, profile=small_profile, results_path=path)
+    result = cmp.compare(
+        methods=("full", "lora"), steps=4, profile=small_profile, results_path=path
+    )
+    assert fake_runs == [("full", 0), ("lora", 0)]  # full came from the file
+    assert len(result.records) == 2
+    cmp.compare(methods=("full",), steps=5, profile=small_profile, results_path=path)
+    assert fake_runs[-1] == ("full", 0) and len(fake_runs) == 3  # another budget: run again
+
+
+def test_ctrl_c_during_a_run_keeps_the_finished_ones_and_caches_no_partial_run(
+    fake_runs, small_profile, tmp_path, monkeypatch
+):
+    def interrupted(**kwargs):
+        fake_runs.append((kwargs["method"], kwargs["seed"]))
+        summary = fake_summary(**kwargs)
+        return {**summary, "interrupted": kwargs["method"] == "lora"}
+
+    monkeypatch.setattr(experiment, "summarised_run", interrupted)
+    path = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        cmp.compare(methods=("full", "lora"), steps=4, profile=small_profile, results_path=path)
+    assert [json.loads(line)["config"]["method"] for line in path.read_text().splitlines()] == [
+        "full"
+    ]
+
+
+def test_a_method_that_raises_is_recorded_and_the_others_run(
+    fake_runs, small_profile, tmp_path, monkeypatch
+):
+    def broken(**kwargs):
+        fake_runs.append((kwargs["method"], kwargs["seed"]))
+        if kwargs["method"] == "ia3":
+            raise RuntimeError("boom | twice\nover")
+        return fake_summary(**kwargs)
+
+    monkeypatch.setattr(experiment, "summarised_run", broken)
+    path = tmp_path / "r.jsonl"
+    result = cmp.compare(methods=("ia3", "lora"), profile=small_profile, results_path=path)
+    failed, done = result.records
+    assert failed["error"] == {"type": "RuntimeError", "message": "boom | twice\nover"}
+    assert done["domain_accuracy_after"] == 0.5 and result.failed == [failed]
+    assert "| ia3 | additive |" in result.markdown()
+    assert "error: RuntimeError: boom / twice over |" in result.markdown()  # one table-safe line
+    cmp.compare(methods=("ia3", "lora"), profile=small_profile, results_path=path)
+    assert fake_runs.count(("ia3", 0)) == 1  # a recorded failure is not rerun by default...
+    cmp.compare(
+        methods=("ia3", "lora"), profile=small_profile, results_path=path, retry_failed=True
+    )
+    assert fake_runs.count(("ia3", 0)) == 2 and fake_runs.count(("lora", 0)) == 1  # ...unless
+
+
+def test_seeds_give_a_record_each_and_a_mean_and_spread(fake_runs, small_profile, tmp_path):
+    result = cmp.compare(
+        methods=("full", "lora"), seeds=3, profile=small_profile, results_path=tmp_path / "r"
+    )
+    assert sorted(fake_runs) == [(m, s) for m in ("full", "lora") for s in range(3)]
+    full = result.summary()[0]
+    assert full["method"] == "full" and full["seeds"] == 3
+    assert full["domain_accuracy_after"]["mean"] == pytest.approx(1.0)  # 0.9, 1.0, 1.1
+    assert full["domain_accuracy_after"]["std"] == pytest.approx(0.1)
+    assert (full["forgetting"]["min"], full["forgetting"]["max"]) == pytest.approx((0.0, 0.2))
+    assert "| 1.000 ± 0.100 |" in result.markdown()  # full's domain accuracy
+    table = result.table()
+    assert table.loc["lora", "domain acc"] == pytest.approx(0.6)
+    assert table.loc["lora", "domain acc ±"] == pytest.approx(0.1)
+
+
+def test_matched_numbers_are_read_where_each_run_reached_the_target():
+    records = [fake_summary("full", 0, 1e-4, 10), fake_summary("lora", 0, 3e-3, 10)]
+    result = cmp.Comparison.of(records)  # auto: halfway from 0.3 to the best, 0.9
+    assert result.target == pytest.approx(0.6)
+    full, lora = result.records
+    assert full["step_at_target"] == pytest.approx(5.0)  # 0.3 -> 0.9 in 10 steps: 0.6 at 5
+    assert full["retention_at_target"] == pytest.approx(0.9)
+    assert lora["retention_at_target"] is None  # reached 0.5 only: no number is invented
+    assert cmp.Comparison.of(records, target=0.4).records[1]["step_at_target"] == pytest.approx(5)
+    flat = [{**r, "domain_accuracy_after": 0.3} for r in records]
+    assert cmp.Comparison.of(flat).target is None  # nothing learned: nothing to match
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"methods": ("nope",)}, "unknown method 'nope'; available:"),
+        ({"methods": ("lora", "lora")}, "more than once"),
+        ({"seeds": 0}, "seeds must be a positive integer"),
+        ({"steps": -1}, "steps must be a positive integer"),
+        ({"lrs": {"lora": -1.0}}, "learning rates must be positive"),
+        ({"lrs": {"nope": 1e-3}}, "unknown method 'nope'"),
+        ({"target": 1.5}, "target must be a domain accuracy"),
+        ({"task": "acme"}, "unknown task 'acme'"),
+    ],
+)
+def test_bad_specs_are_refused_with_what_is_allowed(fields, message):
+    with pytest.raises(ValueError, match=message):
+        cmp.ComparisonSpec(**fields)
+
+
+def test_no_methods_means_every_registered_one():
+    assert cmp.ComparisonSpec().methods == tuple(sorted(REGISTRY))
+
+
+# --- real runs on the tiny model ----------------------------------------------------------------
+
+
+def test_tiny_model_comparison_shares_data_and_seed(tiny_folder, small_profile, tmp_path):
+    """Same data, seed and budget: LoRA starts as the base (B = 0), so the first loss is equal."""
+    result = cmp.compare(
+        methods=("full", "lora"),
+        steps=2,
+        profile=small_profile,
+        model_name=tiny_folder,
+        results_path=tmp_path / "r.jsonl",
+    )
+    full, lora = result.records
+    for record in (full, lora):
+        assert TRAIN_KEYS | ADDED_KEYS <= set(record), TRAIN_KEYS | ADDED_KEYS - set(record)
+        assert [p["step"] for p in record["trajectory"]] == [0, 1, 2]
+        assert record["domain_gain"] == pytest.approx(
+            record["domain_accuracy_after"] - record["domain_accuracy_before"]
+        )
+    assert full["loss_history"][0] == pytest.approx(lora["loss_history"][0], rel=1e-5)
+    assert full["domain_accuracy_before"] == lora["domain_accuracy_before"]  # one base measurement
+    assert lora["trainable_params"] < full["trainable_params"]
+    json.dumps(result.to_json())
+
+
+def test_a_method_that_fails_on_the_tiny_model_is_recorded(
+    tiny_folder, small_profile, tmp_path, monkeypatch
+):
+    def apply(model, config):
+        raise NotImplementedError("this method is not written yet")
+
+    monkeypatch.setitem(REGISTRY, "broken", Method("broken", "test", dict, apply, 1e-3, ""))
+    result = cmp.compare(
+        methods=("broken", "lora"),
+        steps=1,
+        profile=small_profile,
+        model_name=tiny_folder,
+        results_path=tmp_path / "r.jsonl",
+    )
+    assert result.records[0]["error"]["type"] == "NotImplementedError"
+    assert result.records[1]["steps"] == 1 and math.isfinite(result.records[1]["loss_history"][0])
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tutorial_lib", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
+    out, md, runs = tmp_path / "out.json", tmp_path / "out.md", tmp_path / "runs.jsonl"
+    args = ["compare", "--methods", "full,lora", "--seeds", "2", "--steps", "1"]
+    args += ["--model", tiny_folder, "--profile", "quick", "--runs", str(runs)]
+    proc = cli(*args, "--json", str(out), "--markdown", str(md))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["method"], r["seed"]) for r in result["records"]] == [
+        ("full", 0),
+        ("lora", 0),
+        ("full", 1),
+        ("lora", 1),
+    ]
+    assert TRAIN_KEYS <= set(result["records"][0])
+    assert [row["seeds"] for row in result["summary"]] == [2, 2]
+    table = md.read_text()
+    assert table.startswith("| method | family | lr | seeds |") and "| lora |" in table
+    assert table in proc.stdout and "runs cached in" in proc.stderr
+    assert proc.stderr.count("run: ") == 4
+    again = cli(*args, "--json", str(out))  # everything cached: no training bar, same records
+    assert again.returncode == 0 and "run: " not in again.stderr
+    assert json.loads(out.read_text())["records"] == result["records"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "full,nope"], "unknown method 'nope'"),
+        (["--methods", ""], "give at least one method"),
+        (["--seeds", "0"], "must be a positive integer"),
+        (["--markdown", "/no/such/dir/t.md"], "cannot write"),
+        (["--profile", "huge"], "invalid choice"),
+    ],
+)
+def test_compare_command_refuses_bad_arguments_in_one_line(args, message):
+    proc = cli("compare", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
