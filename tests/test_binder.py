@@ -1,0 +1,123 @@
+"""Binder: the steps repo2docker runs from binder/, replayed in a fresh virtual environment.
+
+repo2docker installs binder/requirements.txt with pip from the repository root, then runs
+binder/postBuild. Here the same two steps run in a new venv, on a copy of the repository, with
+an empty model cache; then the model must be ready (verified, loadable, answering) without
+another download. Only the line naming PyTorch's CPU wheel index is left out, because that
+index is out of reach here: step one installs the same CPU build of torch from this machine's
+package sources instead, which is what that line gets on Binder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tutorial_lib.models import CACHE_ENV, DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+BINDER = ROOT / "binder"
+NEEDED = ("pyproject.toml", "README.md", "tutorial_lib", "data", "binder")
+INDEX_LINE = re.compile(r"^\s*--(extra-)?index-url\s")
+
+CHECK_READY = f"""
+import json, torch, tutorial_lib
+from importlib.metadata import distributions
+from tutorial_lib.models import fetch_model, load_base_model, verify_converted
+import tutorial_lib.models as models
+
+def no_download(*args, **kwargs):
+    raise AssertionError("the model should be ready: nothing may be fetched now")
+
+models._download_wheel = no_download
+folder = fetch_model({DEFAULT_MODEL!r})
+model, tok = load_base_model({DEFAULT_MODEL!r}, device="cpu")
+ids = tok("The capital of France is", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+print(json.dumps({{
+    "verified": verify_converted(folder),
+    "folder": str(folder),
+    "package": tutorial_lib.__file__,
+    "cuda_build": torch.version.cuda,
+    "nvidia_packages": sorted(
+        d.metadata["Name"] for d in distributions() if d.metadata["Name"].startswith("nvidia")
+    ),
+    "answer": tok.decode(out[0, ids["input_ids"].shape[1]:]),
+}}))
+"""
+
+
+def test_binder_folder_has_what_repo2docker_reads():
+    requirements = (BINDER / "requirements.txt").read_text()
+    lines = [ln.strip() for ln in requirements.splitlines() if ln.strip()[:1] not in ("", "#")]
+    assert "-e ." in lines  # the package itself, editable so lessons find data/ in the clone
+    assert any(re.fullmatch(r"torch==[\d.]+\+cpu", ln) for ln in lines), "a CPU build of torch"
+    assert any(INDEX_LINE.match(ln) and ln.rstrip("/").endswith("/whl/cpu") for ln in lines)
+    assert (BINDER / "runtime.txt").read_text().strip().startswith("python-3.")
+    post_build = BINDER / "postBuild"
+    assert os.access(post_build, os.X_OK), "repo2docker runs postBuild only when executable"
+    assert "tutorial-lib fetch-model" in post_build.read_text()
+
+
+def _copy_repository(dest: Path) -> None:
+    """The files a Binder build uses, without this checkout's venvs and caches."""
+    dest.mkdir()
+    for name in NEEDED:
+        src = ROOT / name
+        if src.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def _reachable_requirements(dest: Path) -> Path:
+    """binder/requirements.txt less its index line (see the module docstring)."""
+    lines = (BINDER / "requirements.txt").read_text().splitlines()
+    dropped = [ln for ln in lines if INDEX_LINE.match(ln)]
+    assert len(dropped) == 1 and "/whl/cpu" in dropped[0], dropped
+    out = dest / "requirements.txt"
+    out.write_text("\n".join(ln for ln in lines if not INDEX_LINE.match(ln)) + "\n")
+    return out
+
+
+def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, f"{cmd[:4]} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.mark.slow
+def test_binder_steps_give_a_ready_model_in_a_fresh_environment(tmp_path):
+    repo, venv, cache = tmp_path / "repo", tmp_path / "venv", tmp_path / "cache"
+    _copy_repository(repo)
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _run([base_python, "-m", "venv", str(venv)])
+    # --no-compile: byte-compiling every installed module is a third of this test's CPU time
+    # and changes nothing that is checked here (Python compiles on first import instead).
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
+    _run([*pip, "torch==2.13.0"], timeout=600)  # the CPU build (README: CPU-only machines)
+    _run([*pip, "-r", str(_reachable_requirements(tmp_path))], cwd=repo, timeout=900)
+
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(venv),
+        CACHE_ENV: str(cache),
+    }
+    env.pop("PYTHONPATH", None)
+    _run([str(repo / "binder" / "postBuild")], cwd=repo, env=env, timeout=600)
+
+    done = _run([str(venv / "bin" / "python"), "-c", CHECK_READY], cwd=tmp_path, env=env)
+    ready = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ready["verified"] and ready["folder"] == str(cache / "models" / DEFAULT_MODEL)
+    assert ready["package"] == str(repo / "tutorial_lib" / "__init__.py")  # the editable clone
+    assert ready["cuda_build"] is None and ready["nvidia_packages"] == []  # CPU only, no CUDA
+    assert "Paris" in ready["answer"]
