@@ -123,3 +123,29 @@ def test_nibbles_pack_two_codes_per_byte_high_first():
 def test_unknown_code_book_names_the_choices():
     with pytest.raises(ValueError, match=r"unknown 4-bit type 'nf5'.*\['fp4', 'int4', 'nf4'\]"):
         quant.levels_for("nf5")
+
+
+def test_against_bitsandbytes_reports_what_the_tests_above_check():
+    report = quant.against_bitsandbytes(_weights((192, 576)))
+    assert report["NF4 codes identical"] and report["NF4 scales identical"]
+    assert report["8-bit scale codes that differ"] < 0.01
+    assert report["largest code difference (steps)"] <= 1
+    assert report["largest scale error, ours"] < 0.01
+
+
+def test_rounding_report_of_one_outlier():
+    x = _weights((64, 64))
+    x[0, 0] = 10.0
+    report = quant.rounding_report(x, bits=4)
+    assert report["step"] == pytest.approx(10.0 / 7)
+    assert report["rounded to zero"] > 0.99  # every weight but the outlier
+    # relative to the whole tensor's energy, which the outlier alone dominates, the error looks
+    # small: a relative error can hide that every other weight was lost
+    assert report["relative RMS error"] < 0.2
+
+
+def test_distinct_values_per_block_reveal_a_4bit_grid():
+    x = _weights((4, 64))
+    assert quant.distinct_per_block(x, 32).min() == 32
+    q = quant.quantize_blockwise(x, quant.NF4_LEVELS, 32)
+    assert quant.distinct_per_block(quant.dequantize_blockwise(q), 32).max() <= 16

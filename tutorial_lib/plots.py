@@ -130,3 +130,39 @@ def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgettin
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def weight_histogram(weights, title: str = "One weight matrix", bins: int = 200):
+    """A weight matrix's values (log counts, so the rare outliers show) with its ±absmax."""
+    values = weights.detach().float().reshape(-1)
+    top = values.abs().max().item()
+    fig, ax = plt.subplots(figsize=(7, 2.8), dpi=80)
+    ax.hist(values.numpy(), bins=bins, log=True, color="tab:blue")
+    for x in (-top, top):
+        ax.axvline(x, color="tab:red", linestyle="--", linewidth=1)
+    ax.set_xlabel("weight value (red: ±absmax, where a per-tensor grid must reach)")
+    ax.set_ylabel("count (log)")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def code_books(books: dict, title: str = "The values a 4-bit number can stand for"):
+    """Each code book's levels on [-1, 1], one row per book, over a standard normal's shape."""
+    import math
+
+    fig, ax = plt.subplots(figsize=(8, 2.6), dpi=80)
+    xs = [i / 100 for i in range(-100, 101)]
+    top = 1.8481  # NF4's outermost quantile, in standard deviations: where ±1 sits
+    density = [math.exp(-((x * top) ** 2) / 2) for x in xs]
+    ax.fill_between(xs, 0, [len(books) * d for d in density], color="lightgrey", label="N(0, 1)")
+    for row, (name, levels) in enumerate(books.items()):
+        values = sorted({round(v, 6) for v in levels.tolist()})
+        ax.plot(values, [row + 0.5] * len(values), "|", markersize=18, mew=2, label=name)
+    ax.set_yticks([row + 0.5 for row in range(len(books))], list(books))
+    ax.set_xlabel("level (a block's values divided by its absmax)")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

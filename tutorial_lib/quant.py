@@ -219,3 +219,47 @@ def error_table(x: torch.Tensor, blocks: tuple[int | None, ...] = (None, BLOCK))
             row[kind] = reconstruction_error(x, kind, size) ** 0.5 / scale
         rows.append(row)
     return pd.DataFrame(rows).set_index("scales").round(4)
+
+
+def distinct_per_block(x: torch.Tensor, block: int = 32) -> torch.Tensor:
+    """How many different values each block of `block` consecutive weights (along a row) holds:
+    at most 16 everywhere means the weights already passed through a 4-bit grid."""
+    rows = x.detach().reshape(-1, block)
+    ordered = rows.sort(dim=1).values
+    return 1 + (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1)
+
+
+def rounding_report(x: torch.Tensor, bits: int) -> dict[str, float]:
+    """What one absmax scale for a whole tensor does to it: the grid's step, the share of weights
+    that round to zero, and the relative RMS error of the round trip."""
+    codes, scale = absmax_quantize(x, bits)
+    error = (absmax_dequantize(codes, scale, bits) - x).pow(2).mean().sqrt()
+    return {
+        "step": (scale / (2 ** (bits - 1) - 1)).item(),
+        "rounded to zero": (codes == 0).float().mean().item(),
+        "relative RMS error": (error / x.pow(2).mean().sqrt()).item(),
+    }
+
+
+def against_bitsandbytes(x: torch.Tensor, block: int = BLOCK) -> dict[str, float | bool]:
+    """Our NF4 and double quantisation of `x` beside bitsandbytes' own, on the same tensor."""
+    import bitsandbytes.functional as bnbf
+
+    ours = quantize_blockwise(x, NF4_LEVELS, block)
+    packed, state = bnbf.quantize_4bit(x, blocksize=block, quant_type="nf4")
+    _, nested = bnbf.quantize_4bit(x, blocksize=block, quant_type="nf4", compress_statistics=True)
+    double = double_quantize(ours.absmax)
+    codes = double.codes.reshape(-1)[: double.n].int()
+    theirs = bnbf.dequantize_blockwise(nested.absmax, nested.state2) + nested.offset
+    scales = double.dequantize()
+    return {
+        "NF4 codes identical": torch.equal(ours.packed()[: packed.numel()], packed.reshape(-1)),
+        "NF4 scales identical": torch.equal(ours.absmax, state.absmax),
+        "8-bit scale codes that differ": (codes != nested.absmax.int()).float().mean().item(),
+        "largest code difference (steps)": (codes - nested.absmax.int()).abs().max().item(),
+        "largest scale difference to bitsandbytes": ((scales - theirs).abs() / theirs).max().item(),
+        "largest scale error, ours": ((scales - ours.absmax).abs() / ours.absmax).max().item(),
+        "largest scale error, bitsandbytes": ((theirs - ours.absmax).abs() / ours.absmax)
+        .max()
+        .item(),
+    }

@@ -155,3 +155,116 @@ def _state_bytes(state) -> int:
         total += state.state2.absmax.numel() * state.state2.absmax.element_size()
         total += 4  # the offset
     return total
+
+
+# --- what each storage format costs, measured -----------------------------------------------
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    """The layers a 4-bit or 8-bit base stores in fewer bits: every linear but the head."""
+    return [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] not in KEEP_UNQUANTISED
+    ]
+
+
+def _int8_rows_bytes(linear: nn.Linear) -> int:
+    """Bytes of a weight stored as int8 with one fp32 absmax per row (LLM.int8()'s layout),
+    quantised here by `tutorial_lib.quant` and counted from the tensors it made."""
+    from tutorial_lib import quant
+
+    levels = torch.arange(-127, 128, dtype=torch.float32) / 127
+    q = quant.quantize_blockwise(linear.weight, levels, block=linear.in_features)
+    return q.codes.numel() * 1 + q.absmax.numel() * q.absmax.element_size()
+
+
+def _linear_bytes(model: nn.Module) -> int:
+    """Bytes of the linear layers' weights as stored, 4-bit scales included."""
+    total = 0
+    for m in _linears(model):
+        total += m.weight.numel() * m.weight.element_size()
+        state = getattr(m.weight, "quant_state", None)
+        total += _state_bytes(state) if state is not None else 0
+    return total
+
+
+def footprints(load=None):
+    """The model's weights in fp32, bf16, int8, NF4 and NF4 + double quantisation: bytes
+    measured on the real tensors, beside the bits-per-weight arithmetic. `load()` returns a
+    fresh (model, tokenizer); each format stores its own copy. Embeddings and norms stay as
+    loaded (fp32) except in the bf16 row, where everything is bf16."""
+    import copy
+
+    import pandas as pd
+
+    from tutorial_lib import quant
+    from tutorial_lib.models import load_base_model
+
+    load = load or load_base_model
+    model = load()[0]
+    linears = _linears(model)
+    n = sum(m.weight.numel() for m in linears)
+    int8 = sum(_int8_rows_bytes(m) for m in linears)
+    rest = quantized_bytes(model) - _linear_bytes(model)  # embeddings (tied to the head), norms
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    measured = {  # format: (bytes of the linear layers, bytes of the whole model)
+        "fp32": (_linear_bytes(model), quantized_bytes(model)),
+        "bf16": (_linear_bytes(bf16), quantized_bytes(bf16)),
+        "int8 (per-row absmax)": (int8, rest + int8),
+    }
+    del model, bf16
+    for label, double in (("NF4", False), ("NF4 + double quant", True)):
+        quantised = quantize_base(load()[0], double_quant=double)
+        measured[label] = (_linear_bytes(quantised), quantized_bytes(quantised))
+    predicted_bits = {
+        "fp32": 32,
+        "bf16": 16,
+        "int8 (per-row absmax)": 8 + 32 * sum(m.out_features for m in linears) / n,
+        "NF4": quant.bits_per_param(),
+        "NF4 + double quant": quant.bits_per_param(double=True),
+    }
+    bf16_whole = measured["bf16"][1]
+    rows = [
+        {
+            "format": label,
+            "bits per weight (arithmetic)": round(predicted_bits[label], 3),
+            "bits per weight (measured)": round(8 * linear / n, 3),
+            "linear layers (MB)": round(linear / 1e6, 1),
+            "whole model (MB)": round(whole / 1e6, 1),
+            "whole model / bf16": round(whole / bf16_whole, 3),
+        }
+        for label, (linear, whole) in measured.items()
+    ]
+    return pd.DataFrame(rows).set_index("format")
+
+
+def layer_timing(linear: nn.Linear, tokens: int = 512, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds for one forward of `linear` on `tokens` inputs, stored in fp32 and in NF4,
+    and for NF4's dequantisation alone: where QLoRA's extra time per step goes on a CPU."""
+    import copy
+    import time
+
+    import bitsandbytes.functional as bnbf
+
+    x = torch.randn(tokens, linear.in_features)
+    four_bit = _to_4bit(copy.deepcopy(linear), double_quant=True, compute_dtype=torch.float32)
+    weight = four_bit.weight
+
+    def best_ms(fn) -> float:
+        fn()  # a first call may compile or allocate
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times)
+
+    with torch.no_grad():
+        return {
+            "fp32 matmul": best_ms(lambda: linear(x)),
+            "NF4: dequantise + matmul": best_ms(lambda: four_bit(x)),
+            "NF4: dequantise alone": best_ms(
+                lambda: bnbf.dequantize_4bit(weight.data, weight.quant_state)
+            ),
+        }
