@@ -7,7 +7,12 @@ import torch
 
 from tutorial_lib import data
 from tutorial_lib.methods import apply_method
-from tutorial_lib.methods.qlora import QloraConfig, guard_cpu_gradients, quantized_bytes
+from tutorial_lib.methods.qlora import (
+    QloraConfig,
+    guard_cpu_gradients,
+    layer_timing,
+    quantized_bytes,
+)
 from tutorial_lib.models import tiny_model
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -131,3 +136,26 @@ def test_a_few_qlora_steps_teach_the_domain():
     after = evaluate_choices(model, tok, held_out).mean_logprob
     assert result.loss_history[-1] < result.loss_history[0]
     assert after > before + 1.0  # log-prob of the right answer to unseen wordings rises
+
+
+def test_footprints_measure_each_format_against_its_arithmetic():
+    from tutorial_lib.methods.qlora import footprints
+
+    table = footprints(lambda: tiny_model(seed=0))
+    measured = table["bits per weight (measured)"]
+    arithmetic = table["bits per weight (arithmetic)"]
+    assert measured["fp32"] == 32 and measured["bf16"] == 16
+    assert measured["NF4"] == arithmetic["NF4"] == 4.5  # every tiny matrix is whole blocks of 64
+    assert measured["int8 (per-row absmax)"] == arithmetic["int8 (per-row absmax)"]
+    # the tiny model's matrices have 16-128 scales, a fraction of one block of 256: the second
+    # level's fp32 scales cost more per weight than the 0.002 bit of a large matrix
+    assert arithmetic["NF4 + double quant"] < measured["NF4 + double quant"] < measured["NF4"]
+    ratio = table["whole model / bf16"]  # from bytes: MB to one decimal is coarse for tiny
+    assert ratio["NF4 + double quant"] < ratio["NF4"] < ratio["int8 (per-row absmax)"] < 1
+    assert ratio["fp32"] == 2
+
+
+def test_layer_timing_reports_the_three_costs():
+    timing = layer_timing(torch.nn.Linear(64, 128, bias=False), tokens=16, repeats=2)
+    assert set(timing) == {"fp32 matmul", "NF4: dequantise + matmul", "NF4: dequantise alone"}
+    assert all(ms > 0 for ms in timing.values())
