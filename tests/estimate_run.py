@@ -1,7 +1,9 @@
 """Run by test_estimate.py in a fresh process: one tiny-model training run, its measured peak
 memory beside the estimator's figure, as one JSON line on stdout.
 
-    python tests/estimate_run.py METHOD BATCH SEQ_LEN
+    python tests/estimate_run.py METHOD BATCH SEQ_LEN [MODEL]
+
+MODEL: "tiny" (the default, a 4-layer random llama) or a name `load_base_model` takes.
 
 A fresh process, because a process that trained before keeps freed memory (glibc's heap) and
 lets a later run grow into it unseen. Set MALLOC_MMAP_THRESHOLD_ (as the test does) so that
@@ -25,14 +27,26 @@ from tutorial_lib.train import TrainConfig, train
 HIDDEN, LAYERS = 256, 4  # big enough that tensors, not the interpreter, dominate the peak
 
 
-def main(method: str, batch: int, seq_len: int) -> dict:
-    torch.set_num_threads(1)
+def load(name: str):
+    """The tiny random llama, or a real model by name."""
+    if name != "tiny":
+        from tutorial_lib.models import load_base_model
+
+        return load_base_model(name)
     corpus = [m["content"] for r in data.load_domain_train()[:120] for m in r["messages"]]
-    model, tokenizer = tiny_model(corpus=corpus, hidden=HIDDEN, layers=LAYERS)
-    arch = Architecture.from_config(model.config, "tiny")
+    return tiny_model(corpus=corpus, hidden=HIDDEN, layers=LAYERS)
+
+
+def main(method: str, batch: int, seq_len: int, name: str = "tiny") -> dict:
+    torch.set_num_threads(1)
+    model, tokenizer = load(name)
+    arch = Architecture.from_config(model.config, name)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (4 * batch, seq_len), generator=g).tolist()
     examples = [{"input_ids": row, "labels": list(row)} for row in ids]  # every token trained
+    with torch.no_grad():  # a model loaded from safetensors is mapped lazily: reading each
+        for p in model.parameters():  # weight now keeps its first forward from counting the
+            p.sum()  # page-in (538 MB for the real model) as training memory
     model = apply_method(model, method)
     trainable, _ = count_params(model)
     known = {"full": {}, "lora": {}}.get(method, {"trainable_fraction": trainable / arch.n_params})
@@ -43,9 +57,10 @@ def main(method: str, batch: int, seq_len: int) -> dict:
         seq_len=seq_len,
         **known,
     )
-    config = TrainConfig(steps=3, batch_size=batch, lr=1e-4)
+    config = TrainConfig(steps=2 if name != "tiny" else 3, batch_size=batch, lr=1e-4)
     result = train(model, examples, config, tokenizer.pad_token_id)
     return {
+        "model": name,
         "method": method,
         "batch": batch,
         "seq_len": seq_len,
@@ -60,4 +75,4 @@ def main(method: str, batch: int, seq_len: int) -> dict:
 
 if __name__ == "__main__":
     method, batch, seq_len = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    print(json.dumps(main(method, batch, seq_len)))
+    print(json.dumps(main(method, batch, seq_len, *sys.argv[4:5])))

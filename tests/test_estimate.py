@@ -224,6 +224,22 @@ def test_extrapolation_table_covers_every_case_with_its_margin():
 
 # --- the estimate against measured peaks on the tiny model ---------------------------------------
 
+
+def _measure(method: str, batch: int, model: str = "tiny") -> dict:
+    """tests/estimate_run.py in a fresh process, large tensors mapped one by one."""
+    script = Path(__file__).with_name("estimate_run.py")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), method, str(batch), "128", model],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 TOLERANCE = 0.20  # measured on 2 cores: within 13 % for full and LoRA at batch 8 and 16
 
 
@@ -232,17 +248,23 @@ TOLERANCE = 0.20  # measured on 2 cores: within 13 % for full and LoRA at batch 
 def test_estimate_is_within_tolerance_of_the_measured_peak(method, batch):
     """What training adds to the loaded model (gradients, optimizer state, activations), as
     `PeakMemory` measures it in `train`, in a fresh process (tests/estimate_run.py says why)."""
-    script = Path(__file__).with_name("estimate_run.py")
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script), method, str(batch), "128"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    run = _measure(method, batch)
     assert run["estimated_trainable_params"] == run["trainable_params"]
     assert run["weights"] == run["model_bytes"]  # exact in fp32
     assert run["estimated"] == pytest.approx(run["measured"], rel=TOLERANCE), run
+
+
+REAL_TOLERANCE = 0.30  # measured at batch 4: LoRA +4 %, full +24 % (gradients and activations
+#   never peak together in one step, and the estimate adds them)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [4, 8])
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_estimate_is_within_tolerance_on_the_real_model(method, batch):
+    from tutorial_lib.models import DEFAULT_MODEL
+
+    run = _measure(method, batch, DEFAULT_MODEL)
+    assert run["estimated_trainable_params"] == run["trainable_params"]
+    assert run["weights"] == run["model_bytes"]
+    assert run["estimated"] == pytest.approx(run["measured"], rel=REAL_TOLERANCE), run
