@@ -117,6 +117,12 @@ def test_sweep_resumes_without_losing_finished_runs(tmp_path):
     assert [r["score"] for r in results] == pytest.approx([1e-3, 3e-3, 1e-2])
 
 
+def test_sweep_makes_its_results_folder(tmp_path):
+    path = tmp_path / "runs" / "new.jsonl"  # a fresh clone has no runs/ folder
+    assert run_sweep([{"lr": 1e-4}], lambda lr: {"score": lr}, path) == [{"score": 1e-4}]
+    assert path.exists()
+
+
 # --- one experiment with mitigations, and comparing runs ----------------------------------------
 
 

@@ -113,6 +113,7 @@ def run_sweep(
     and never loses a finished run. Returns every result, in the order of `configs`.
     """
     path = Path(results_path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no runs/ folder yet
     done = {}
     if path.exists():
         for line in path.read_text().splitlines():
