@@ -1,0 +1,35 @@
+"""The instructor notes quote lesson times: they must be the times the benchmarks recorded."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTES = ROOT / "docs" / "teaching.md"
+RESULTS = ROOT / "benchmarks" / "results"
+COLUMNS = {"full": 1, "quick": 2}  # the time table's columns after the lesson name
+
+
+def time_table() -> dict[str, list[str]]:
+    """Rows of the notes' time table, by lesson number ("00"), cells stripped."""
+    rows = {}
+    for line in NOTES.read_text(encoding="utf-8").splitlines():
+        if match := re.match(r"\|\s*(\d\d)\s", line):
+            rows[match.group(1)] = [c.strip() for c in line.strip("|").split("|")]
+    return rows
+
+
+@pytest.mark.parametrize("profile", sorted(COLUMNS))
+def test_lesson_times_match_the_benchmark_results(profile):
+    lessons = json.loads((RESULTS / f"lessons-{profile}.json").read_text())["lessons"]
+    rows = time_table()
+    for name, result in lessons.items():
+        seconds = round(result["lesson_seconds"])
+        expected = f"{seconds} s ({seconds / 60:.1f} min)"
+        row = rows.get(name[:2])
+        assert row, f"docs/teaching.md has no time row for lesson {name[:2]}"
+        assert row[COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
