@@ -100,8 +100,8 @@ def test_binder_steps_give_a_ready_model_in_a_fresh_environment(tmp_path):
     _copy_repository(repo)
     base_python = getattr(sys, "_base_executable", sys.executable)
     _run([base_python, "-m", "venv", str(venv)])
-    # --no-compile: byte-compiling every installed module is a third of this test's CPU time
-    # and changes nothing that is checked here (Python compiles on first import instead).
+    # --no-compile: byte-compiling every installed module costs minutes of CPU and changes
+    # nothing checked here (Python compiles what it imports on first use instead).
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
     _run([*pip, "torch==2.13.0"], timeout=600)  # the CPU build (README: CPU-only machines)
     _run([*pip, "-r", str(_reachable_requirements(tmp_path))], cwd=repo, timeout=900)
