@@ -22,6 +22,13 @@ from tutorial_lib import models
 from tutorial_lib.models import CACHE_ENV, OFFLINE_MODELS, cache_dir, fetch_model, sha256_file
 
 KIT_README = "README.txt"
+ROOT = Path(__file__).resolve().parent.parent  # the repository, for an editable install
+DISTRIBUTION = "tutorial-lib"
+URL_KEY = "Repository"
+BRANCH = "main"
+COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BINDER_BADGE_IMAGE = "https://mybinder.org/badge_logo.svg"
+BADGE_ID, SETUP_ID = "colab-badge", "colab-setup"  # fixed cell ids: a refresh is an in-place edit
 
 
 @contextmanager
@@ -88,15 +95,6 @@ def prefetch(dest: Path, names: Iterable[str] = tuple(OFFLINE_MODELS)) -> list[P
         folders.append(folder)
     _write_kit_readme(dest)
     return folders
-
-
-ROOT = Path(__file__).resolve().parent.parent  # the repository, for an editable install
-DISTRIBUTION = "tutorial-lib"
-URL_KEY = "Repository"
-BRANCH = "main"
-COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BINDER_BADGE_IMAGE = "https://mybinder.org/badge_logo.svg"
-BADGE_ID, SETUP_ID = "colab-badge", "colab-setup"  # fixed cell ids: a refresh is an in-place edit
 
 
 def repository_url(root: Path = ROOT) -> str:
