@@ -6,9 +6,28 @@ library QLoRA uses: the NF4 levels, the packed bytes and the scales, bit for bit
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
+
+
+def quiet_bitsandbytes():
+    """bitsandbytes, imported without its notice that an optional CPU kernel package is missing.
+    It runs without it (measured); that package downloads code when imported, so it stays out."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import bitsandbytes
+
+    return bitsandbytes
+
+
+def bitsandbytes_levels(kind: str) -> torch.Tensor:
+    """bitsandbytes' own 16 levels for "nf4" or "fp4", to set beside ours."""
+    quiet_bitsandbytes()
+    import bitsandbytes.functional as bnbf
+
+    return bnbf.get_4bit_type(kind, device="cpu")
+
 
 BLOCK = 64  # values that share one scale (QLoRA's choice)
 SCALE_BLOCK = 256  # scales that share one second-level scale under double quantisation
@@ -243,6 +262,7 @@ def rounding_report(x: torch.Tensor, bits: int) -> dict[str, float]:
 
 def against_bitsandbytes(x: torch.Tensor, block: int = BLOCK) -> dict[str, float | bool]:
     """Our NF4 and double quantisation of `x` beside bitsandbytes' own, on the same tensor."""
+    quiet_bitsandbytes()
     import bitsandbytes.functional as bnbf
 
     ours = quantize_blockwise(x, NF4_LEVELS, block)

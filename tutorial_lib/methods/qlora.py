@@ -8,7 +8,6 @@ library loaded them (fp32 here, tied to each other), as the QLoRA paper and tran
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -16,11 +15,7 @@ from torch import nn
 
 from tutorial_lib.methods import register
 from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
-
-# bitsandbytes looks for an optional CPU kernel package that fetches code from a hub at run time;
-# it runs without it (measured), so its notice at import is noise for a learner. Do not install
-# that package: it downloads code when bitsandbytes is imported.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+from tutorial_lib.quant import quiet_bitsandbytes
 
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP_UNQUANTISED = ("lm_head",)  # the output head (tied to the embeddings here)
@@ -54,8 +49,7 @@ def compute_dtype_for(config: QloraConfig, device: torch.device) -> torch.dtype:
 
 def _to_4bit(linear: nn.Linear, double_quant: bool, compute_dtype: torch.dtype) -> nn.Module:
     """The same layer with its weight stored in NF4 (quantised when moved to its device)."""
-    import bitsandbytes as bnb
-
+    bnb = quiet_bitsandbytes()
     device = linear.weight.device
     quantised = bnb.nn.Linear4bit(
         linear.in_features,
@@ -89,8 +83,7 @@ def guard_cpu_gradients(model: nn.Module) -> int:
     measured). Lessons evaluate between training runs, so the repacking is switched off on every
     4-bit layer (bitsandbytes' documented switch). Returns how many layers were guarded.
     """
-    import bitsandbytes as bnb
-
+    bnb = quiet_bitsandbytes()
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False
@@ -245,8 +238,7 @@ def layer_timing(linear: nn.Linear, tokens: int = 512, repeats: int = 20) -> dic
     import copy
     import time
 
-    import bitsandbytes.functional as bnbf
-
+    bnbf = quiet_bitsandbytes().functional
     x = torch.randn(tokens, linear.in_features)
     four_bit = _to_4bit(copy.deepcopy(linear), double_quant=True, compute_dtype=torch.float32)
     weight = four_bit.weight
