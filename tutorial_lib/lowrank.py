@@ -204,3 +204,133 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, m.base)
     return model
+
+
+# --- tables and checks for lesson 05 ------------------------------------------------------------
+
+
+def matrix_table(arch: Architecture, r: int = 8):
+    """Each linear layer of one block: its shape, the values of a full ΔW, and LoRA's
+    r·(d_in + d_out) at rank r; then one block and every block (all linear layers targeted)."""
+    import pandas as pd
+
+    rows = [
+        {
+            "matrix": name,
+            "d_in": d_in,
+            "d_out": d_out,
+            "ΔW values": d_in * d_out,
+            f"LoRA at r={r}": lora_params_per_matrix(d_in, d_out, r),
+        }
+        for name, (d_in, d_out) in block_linear_shapes(arch).items()
+    ]
+    block = {key: sum(row[key] for row in rows) for key in ("ΔW values", f"LoRA at r={r}")}
+    blocks = {key: arch.num_hidden_layers * value for key, value in block.items()}
+    rows += [
+        {"matrix": "one block", **block},
+        {"matrix": f"{arch.num_hidden_layers} blocks", **blocks},
+    ]
+    table = pd.DataFrame(rows).set_index("matrix")
+    table[["d_in", "d_out"]] = table[["d_in", "d_out"]].astype("Int64")  # blank for the sums
+    table["LoRA / ΔW (%)"] = (100 * table[f"LoRA at r={r}"] / table["ΔW values"]).round(2)
+    return table
+
+
+def rank_costs(
+    model_or_arch: nn.Module | Architecture,
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    targets: tuple[str, ...] = ("all-linear", "attention"),
+):
+    """What LoRA trains and keeps at each rank, by arithmetic alone: trained values, their share
+    of the base, AdamW's two fp32 moments (8 bytes each) and the fp32 adapter file (4 bytes)."""
+    import pandas as pd
+
+    if isinstance(model_or_arch, Architecture):
+        base = model_or_arch.n_params
+    else:
+        base = sum(p.numel() for p in model_or_arch.parameters())
+    rows = []
+    for target in targets:
+        for r in ranks:
+            n = lora_trainable(model_or_arch, r, target)
+            rows.append(
+                {
+                    "targets": target,
+                    "r": r,
+                    "trainable": n,
+                    "% of base": round(100 * n / base, 3),
+                    "AdamW state (MB)": round(8 * n / 1e6, 2),
+                    "adapter file (MB)": round(4 * n / 1e6, 2),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["targets", "r"])
+
+
+def peft_lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """peft's LoRA layers of a model, by the plain name of the linear layer they wrap."""
+    return {
+        _plain_name(name): m
+        for name, m in model.named_modules()
+        if "default" in getattr(m, "lora_A", {}) and hasattr(m, "get_delta_weight")
+    }
+
+
+@torch.no_grad()
+def tie_to_peft(ours: nn.Module, theirs: nn.Module, seed: int = 0, std: float = 0.01) -> int:
+    """Give each of our LoraLinear layers peft's A, and both the same random non-zero B (as
+    training would leave it: with B = 0 both are the base, and a missing scaling would hide).
+    Returns how many layers were tied; a layer that peft lacks is an error."""
+    g = torch.Generator().manual_seed(seed)
+    layers = peft_lora_layers(theirs)
+    count = 0
+    for name, layer in ours.named_modules():
+        if not isinstance(layer, LoraLinear):
+            continue
+        peft_layer = layers[_plain_name(name)]
+        b = std * torch.randn(layer.lora_B.shape, generator=g, dtype=layer.lora_B.dtype)
+        layer.lora_A.copy_(peft_layer.lora_A["default"].weight)
+        layer.lora_B.copy_(b)
+        peft_layer.lora_B["default"].weight.copy_(b)
+        count += 1
+    return count
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, tokenizer, text: str) -> torch.Tensor:
+    """The model's logits for one text, in eval mode (no dropout), on the model's device."""
+    from tutorial_lib.scoring import eval_mode
+
+    ids = tokenizer(text, return_tensors="pt")["input_ids"].to(next(model.parameters()).device)
+    with eval_mode(model):
+        return model(input_ids=ids).logits
+
+
+def spectrum_summary(
+    deltas_by_run: dict[str, dict[str, torch.Tensor]], energy: float = 0.9, top: int = 8
+):
+    """One row per run (e.g. full fine-tuning, LoRA): over its updates ΔW, the median rank, the
+    median (and range of) ranks holding `energy` of ‖ΔW‖², and the median share of ‖ΔW‖² in
+    the `top` largest singular values: what the best rank-`top` approximation would keep."""
+    import pandas as pd
+
+    rows = []
+    for label, deltas in deltas_by_run.items():
+        ranks, energy_ranks, shares = [], [], []
+        for delta in deltas.values():
+            s = singular_values(delta)
+            power = s**2
+            ranks.append(numerical_rank(s, tuple(delta.shape)))
+            energy_ranks.append(energy_rank(s, energy))
+            shares.append(float(power[:top].sum() / power.sum()) if power.sum() > 0 else 0.0)
+        e = pd.Series(energy_ranks)
+        rows.append(
+            {
+                "run": label,
+                "matrices": len(deltas),
+                "median rank": pd.Series(ranks).median(),
+                f"median rank for {energy:.0%}": e.median(),
+                f"range for {energy:.0%}": f"{e.min()}–{e.max()}",
+                f"top-{top} share": round(pd.Series(shares).median(), 3),
+            }
+        )
+    return pd.DataFrame(rows).set_index("run")

@@ -166,3 +166,39 @@ def code_books(books: dict, title: str = "The values a 4-bit number can stand fo
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def energy_curves(
+    deltas_by_run: dict, energy: float = 0.9, title: str = "How many directions hold an update"
+):
+    """For each run's updates ΔW: the share of ‖ΔW‖² held by its k largest singular values,
+    against k (log scale). Thin lines are single matrices, the thick line their median; a
+    curve that reaches the dashed line at small k is a low-rank update."""
+    import torch
+
+    from tutorial_lib.lowrank import singular_values
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
+    for k, (label, deltas) in enumerate(deltas_by_run.items()):
+        color = f"C{k}"
+        curves = []
+        for delta in deltas.values():
+            power = singular_values(delta) ** 2
+            total = power.sum()
+            curve = torch.cumsum(power, 0) / total if total > 0 else torch.zeros_like(power)
+            curves.append(curve)
+            ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.12, linewidth=0.7)
+        width = max(len(c) for c in curves)
+        padded = torch.stack([torch.cat([c, c.new_full((width - len(c),), 1.0)]) for c in curves])
+        median = padded.median(dim=0).values
+        ax.plot(range(1, width + 1), median, color=color, linewidth=2.2, label=f"{label} (median)")
+    ax.axhline(energy, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k, the number of largest singular values kept")
+    ax.set_ylabel("share of ‖ΔW‖² they hold")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
