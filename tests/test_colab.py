@@ -172,7 +172,7 @@ def test_setup_cell_passes_the_house_lint(tmp_path):
     if shutil.which("ruff") is None:
         pytest.skip("ruff is in the dev extra")
     cell = tmp_path / "cell.py"
-    cell.write_text(delivery.colab_setup_source())
+    cell.write_text(delivery.colab_setup_source() + "\n")  # a file ends in a newline; a cell not
     for args in (["check"], ["format", "--check"]):
         done = subprocess.run(
             ["ruff", *args, "--config", str(ROOT / "pyproject.toml"), str(cell)],

@@ -186,7 +186,7 @@ if "google.colab" in sys.modules:
 
 def colab_setup_source() -> str:
     """The setup cell: on Colab, install the package without touching torch or numpy."""
-    return COLAB_SETUP.format(repo=repository_url())
+    return COLAB_SETUP.format(repo=repository_url()).rstrip("\n")  # as ruff formats a cell
 
 
 def _cell_source(cell) -> str:
