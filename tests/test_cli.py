@@ -39,8 +39,10 @@ def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 def test_methods_lists_the_registry():
     proc = cli("methods")
     assert proc.returncode == 0
-    names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert {"full", "lora"} <= set(names)
+    lines = proc.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert {"full", "lora", "lora-scratch", "dora", "qlora"} <= set(names)
+    assert len({line.index(" lr=") for line in lines}) == 1  # one column, however long a name
 
 
 @pytest.mark.parametrize(

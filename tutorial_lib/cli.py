@@ -182,8 +182,9 @@ def cmd_prefetch(args) -> None:
 def cmd_methods(args) -> None:
     from tutorial_lib.methods import REGISTRY
 
+    width = max(len(name) for name in REGISTRY)  # the columns line up whatever names exist
     for m in sorted(REGISTRY.values(), key=lambda m: m.name):
-        print(f"{m.name:<12} {m.family:<20} lr={m.default_lr:<8g} {m.description}")
+        print(f"{m.name:<{width}} {m.family:<18} lr={m.default_lr:<8g} {m.description}")
 
 
 def cmd_baseline(args) -> None:

@@ -28,10 +28,7 @@ def lora_params_per_matrix(d_in: int, d_out: int, r: int) -> int:
 
 def block_linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
     """(d_in, d_out) of each linear layer of one llama-style block, by module name."""
-    h, i = arch.hidden_size, arch.intermediate_size
-    kv = arch.num_key_value_heads * (h // arch.num_attention_heads)  # grouped-query attention
-    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
-    return dict(zip(ATTENTION + MLP, shapes))
+    return dict(zip(ATTENTION + MLP, arch.linear_shapes()))
 
 
 def target_names(targets: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -65,17 +62,7 @@ def lora_trainable(
 
 def architecture_of(model: nn.Module, name: str = "this model") -> Architecture:
     """The shape numbers of a loaded llama-style model, for the same arithmetic as the presets."""
-    c = model.config
-    return Architecture(
-        name,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        c.num_key_value_heads,
-        c.vocab_size,
-        bool(getattr(c, "tie_word_embeddings", False)),
-    )
+    return Architecture.from_config(model.config, name)
 
 
 # The LoRA paper (Hu et al. 2021) adapts GPT-3 175B's d x d attention matrices.
