@@ -32,6 +32,15 @@ def tiny(corpus):
 
 
 @pytest.fixture
+def tiny_folder(tiny, tmp_path) -> str:
+    """The tiny model saved as a local model folder, loadable by name like any other model."""
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+@pytest.fixture
 def tiny_biased(tiny):
     """The tiny llama's twin with bias terms on every linear layer (BitFit needs some)."""
     from transformers import LlamaForCausalLM

@@ -47,14 +47,6 @@ def small_profile():
     return get_profile("quick").with_overrides(**SMALL)
 
 
-@pytest.fixture
-def tiny_folder(tiny, tmp_path):
-    model, tokenizer = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    return str(tmp_path / "tiny")
-
-
 # --- a fake run: the comparison's logic without training ----------------------------------------
 
 

@@ -126,15 +126,6 @@ def test_sweep_makes_its_results_folder(tmp_path):
 # --- one experiment with mitigations, and comparing runs ----------------------------------------
 
 
-@pytest.fixture
-def tiny_folder(tiny, tmp_path):
-    """The tiny model saved as a local model folder, loadable by name like any other model."""
-    model, tokenizer = tiny
-    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    return str(tmp_path / "tiny")
-
-
 def test_experiment_with_replay_and_penalties_records_its_trajectory(tiny_folder):
     from tutorial_lib.config import get_profile
     from tutorial_lib.experiment import run_experiment
