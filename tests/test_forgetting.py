@@ -315,6 +315,15 @@ def test_matched_table_reads_the_gentlest_rate_that_reaches_the_target():
     assert math.isnan(table.loc["b", "retention at 88%"])  # never got there: no number
 
 
+def test_matched_table_keeps_small_learning_rates_unrounded():
+    from tutorial_lib.forgetting import matched_table
+
+    runs = [_lr_run("a", 3e-5, 0.75, 0.9, 3.2), _lr_run("a", 1e-5, 0.5, 0.95, 3.1)]
+    table = matched_table(runs, target=0.5)
+    assert table.loc["a", "best lr"] == 3e-5  # not 0.0, as rounding to 4 places showed it
+    assert table.loc["a", "lr to 50%"] == pytest.approx(1e-5)  # the gentler rate got there
+
+
 def test_costs_table_converts_units():
     from tutorial_lib.forgetting import costs_table
 

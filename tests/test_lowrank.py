@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tutorial_lib import lowrank
 from tutorial_lib.lowrank import (
     GPT3_PAPER_FIGURES,
     architecture_of,
@@ -159,3 +160,29 @@ def test_lora_ledger_from_the_shape_equals_the_ledger_of_the_model(tiny):
     config = LoraMethodConfig(r=4, target_modules=list(target_names("attention")))
     model = apply_method(model, "lora-scratch", config)
     assert ledger == estimate_training_memory(model, batch=2, seq_len=16)
+
+
+def _rank_run(r: int, domain: float, retention: float) -> dict:
+    return {
+        "label": f"LoRA r={r}",
+        "method": "lora",
+        "spec": {"method_config": {"r": r, "alpha": 16}},
+        "domain_accuracy_after": domain,
+        "domain_accuracy_before": 0.5,
+        "retention": retention,
+    }
+
+
+def test_by_rank_plots_in_rank_order_on_a_log_axis():
+    runs = [_rank_run(64, 0.9, 0.7), _rank_run(1, 0.6, 0.95), _rank_run(8, 0.7, 0.9)]
+    ax = lowrank.by_rank(runs).axes[0]
+    domain, retention = ax.lines[:2]
+    assert list(domain.get_xdata()) == [1, 8, 64]
+    assert list(domain.get_ydata()) == [0.6, 0.7, 0.9]
+    assert list(retention.get_ydata()) == [0.95, 0.9, 0.7]
+    assert ax.get_xscale() == "log"
+
+
+def test_by_rank_refuses_a_run_without_a_rank():
+    with pytest.raises(ValueError, match="no LoRA rank"):
+        lowrank.by_rank([{"label": "full", "method": "full", "spec": {"method_config": None}}])

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import matplotlib.pyplot as plt
-
+from tutorial_lib import plots
 from tutorial_lib.methods import get_method
 
 
@@ -66,19 +65,5 @@ def by_depth(runs: list[dict], title: str = "Which block matters: one block trai
     Each run is a summary from `experiment.summarised_run` of `chosen-layers` with one layer.
     The dashed line is the base model's domain accuracy; the base's retention is 1 by definition.
     """
-    runs = sorted(runs, key=depth)
     xs = [depth(run) for run in runs]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
-    ax.plot(xs, [run["domain_accuracy_after"] for run in runs], "o-", label="domain accuracy")
-    ax.plot(xs, [run["retention"] for run in runs], "s-", label="probe retention")
-    ax.axhline(
-        runs[0]["domain_accuracy_before"], color="grey", linestyle="--", label="base domain acc."
-    )
-    ax.set_xticks(xs)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("block trained (0 = nearest the input)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    plt.close(fig)  # the notebook displays the returned figure once, not twice
-    return fig
+    return plots.accuracy_and_retention(runs, xs, "block trained (0 = nearest the input)", title)

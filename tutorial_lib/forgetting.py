@@ -239,7 +239,9 @@ def matched_table(runs: list[dict], target: float):
                 f"CE at {target:.0%}": at["general_ce"] if at else None,
             }
         )
-    return pd.DataFrame(rows).set_index("method").round(4)
+    table = pd.DataFrame(rows).set_index("method")
+    rates = ["best lr", f"lr to {target:.0%}"]  # rounding would show 3e-5 as 0.0
+    return table.round({c: 4 for c in table.columns if c not in rates})
 
 
 def costs_table(runs: list[dict]):

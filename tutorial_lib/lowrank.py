@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tutorial_lib import plots
 from tutorial_lib.memory import Architecture
 from tutorial_lib.methods.lora import LoraLinear, is_target
 
@@ -321,3 +322,18 @@ def spectrum_summary(
             }
         )
     return pd.DataFrame(rows).set_index("run")
+
+
+def rank_of(run: dict) -> int:
+    """The LoRA rank a run summary trained with, from its stored method config."""
+    config = (run.get("spec") or {}).get("method_config") or {}
+    if "r" not in config:
+        raise ValueError(f"{run.get('label', run.get('method'))!r} has no LoRA rank in its config")
+    return int(config["r"])
+
+
+def by_rank(runs: list[dict], title: str = "LoRA rank: what it learns and what it keeps"):
+    """Domain accuracy and probe retention against the rank, on a log-2 axis (1, 2, 4, ... 64)."""
+    return plots.accuracy_and_retention(
+        runs, [rank_of(run) for run in runs], "LoRA rank r", title, log2_x=True
+    )

@@ -202,3 +202,32 @@ def energy_curves(
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def accuracy_and_retention(
+    runs: list[dict], xs: list[float], xlabel: str, title: str, log2_x: bool = False
+):
+    """Domain accuracy and probe retention of each run against one setting of it (depth, rank):
+    what a structural sweep buys and what it costs, on one pair of axes. The dashed line is the
+    base model's domain accuracy; the base's retention is 1 by definition."""
+    if len(runs) != len(xs) or not runs:
+        raise ValueError(f"need one x per run, got {len(xs)} for {len(runs)} runs")
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    xs, runs = [xs[i] for i in order], [runs[i] for i in order]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+    ax.plot(xs, [run["domain_accuracy_after"] for run in runs], "o-", label="domain accuracy")
+    ax.plot(xs, [run["retention"] for run in runs], "s-", label="probe retention")
+    ax.axhline(
+        runs[0]["domain_accuracy_before"], color="grey", linestyle="--", label="base domain acc."
+    )
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:g}" for x in xs])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    plt.close(fig)  # the notebook displays the returned figure once, not twice
+    return fig
