@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -51,10 +52,11 @@ def find_notebooks(folder: Path, picked: list[str] | None = None) -> list[Path]:
 
 
 @contextmanager
-def set_aside(folder: Path) -> Iterator[None]:
+def set_aside(folder: Path, keep_in: Path | None = None) -> Iterator[None]:
     """Move a cache folder out of the way for the duration, so every lesson computes its sweeps
-    as on a fresh clone; afterwards drop what the run wrote there and put the original back
-    (on an error or Ctrl-C too)."""
+    as on a fresh clone; afterwards move what the run wrote there to `keep_in` (its sweep
+    results, e.g. for benchmarks/learning_rates.py) or drop it, and put the original back (on an
+    error or Ctrl-C too)."""
     with tempfile.TemporaryDirectory() as aside:
         kept = Path(aside) / folder.name
         existed = folder.exists()
@@ -63,6 +65,8 @@ def set_aside(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            if keep_in is not None and folder.exists():
+                shutil.move(folder, keep_in / folder.name)
             shutil.rmtree(folder, ignore_errors=True)  # this run's own cache
             if existed:
                 shutil.move(kept, folder)
@@ -77,6 +81,42 @@ def breakdown(lesson_seconds: float, log: Path) -> dict[str, float]:
         **parts,
         "other_seconds": lesson_seconds - sum(parts.values()),
     }
+
+
+def children_peak_rss_mb(parent: int) -> float:
+    """Largest peak resident memory (VmHWM) among the direct children of `parent`, in MB: the
+    kernel's high-water mark, which is what a container's memory limit is checked against."""
+    peak = 0.0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":", 1) for line in status.read_text().splitlines() if ":" in line
+            )
+        except OSError:  # the process ended while being read
+            continue
+        if int(fields.get("PPid", "0").strip()) == parent and "VmHWM" in fields:
+            peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)  # kB -> MB (MiB)
+    return peak
+
+
+@contextmanager
+def kernel_peak_watch(every: float = 0.5) -> Iterator[dict[str, float]]:
+    """Poll the kernels' VmHWM while a notebook runs (Linux only; 0 elsewhere). The high-water
+    mark only rises, so the last reading before the kernel exits is its peak."""
+    seen = {"peak_rss_mb": 0.0}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(every):
+            seen["peak_rss_mb"] = max(seen["peak_rss_mb"], children_peak_rss_mb(os.getpid()))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def execute(path: Path, env: dict[str, str], write_to: Path) -> tuple[float, str | None]:
@@ -111,10 +151,12 @@ def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Pat
         "TUTORIAL_THREADS": str(threads),
         TIME_LOG_ENV: str(log),
     }
-    seconds, error = execute(path, env, write_to)
+    with kernel_peak_watch() as memory:
+        seconds, error = execute(path, env, write_to)
     target = target_seconds(path, profile)
     return {
         **breakdown(seconds, log),
+        "kernel_peak_rss_mb": round(memory["peak_rss_mb"], 1),
         "profile": profile,
         "target_seconds": target,
         "met": error is None and seconds <= target,
@@ -142,10 +184,10 @@ def run_lessons(
         "errors": {},
     }
     save(report, json_path)
-    print(f"executed notebooks and time logs go to {out_dir}", flush=True)
+    print(f"executed notebooks, time logs and the runs' sweep results go to {out_dir}", flush=True)
     with ExitStack() as stack:
         for folder in sorted({p.parent for p in paths}):
-            stack.enter_context(set_aside(folder / "runs"))
+            stack.enter_context(set_aside(folder / "runs", keep_in=out_dir))
         for path in paths:
             try:
                 row = time_one(path, profile, threads, out_dir, inplace)

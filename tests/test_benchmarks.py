@@ -316,9 +316,25 @@ def test_lessons_are_timed_per_category_and_leave_everything_as_it_was(run, less
         assert sum(row[f"{p}_seconds"] for p in parts) == pytest.approx(row["lesson_seconds"])
         assert (row["profile"], row["target_seconds"], row["error"]) == ("quick", 150, None)
         assert row["met"] == (row["lesson_seconds"] <= 150)
+        assert 20 < row["kernel_peak_rss_mb"] < 4000  # a python kernel's high-water mark
     assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["02_x_quick.jsonl"]
     assert {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == originals
+
+
+def test_set_aside_keeps_what_the_run_wrote_where_asked_and_restores_the_cache(
+    benchmarks, tmp_path
+):
+    runs, keep = tmp_path / "runs", tmp_path / "kept"
+    runs.mkdir()
+    keep.mkdir()
+    (runs / "old.jsonl").write_text("cached\n")
+    with benchmarks.lessons.set_aside(runs, keep_in=keep):
+        assert not runs.exists()  # as on a fresh clone
+        runs.mkdir()
+        (runs / "new.jsonl").write_text("this run's sweep\n")
+    assert [p.name for p in runs.iterdir()] == ["old.jsonl"]
+    assert (keep / "runs" / "new.jsonl").read_text() == "this run's sweep\n"
 
 
 def test_a_failing_lesson_is_recorded_and_only_passing_ones_are_saved_in_place(
