@@ -28,8 +28,6 @@ PENDING_COLAB_CELLS = {
     "00_setup_and_baseline.ipynb",
     "01_full_finetuning.ipynb",
     "02_catastrophic_forgetting.ipynb",
-    "03_additive_methods.ipynb",
-    "04_selective_methods.ipynb",
 }
 
 

@@ -11,6 +11,7 @@ from tutorial_lib.methods.qlora import (
     QloraConfig,
     guard_cpu_gradients,
     layer_timing,
+    optimizer_states,
     quantized_bytes,
 )
 from tutorial_lib.models import tiny_model
@@ -159,3 +160,20 @@ def test_layer_timing_reports_the_three_costs():
     timing = layer_timing(torch.nn.Linear(64, 128, bias=False), tokens=16, repeats=2)
     assert set(timing) == {"fp32 matmul", "NF4: dequantise + matmul", "NF4: dequantise alone"}
     assert all(ms > 0 for ms in timing.values())
+
+
+def test_optimizer_states_measure_each_optimizer_from_the_same_weights():
+    model, _ = _qlora_tiny()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    values, before = sum(p.numel() for p in trained), [p.detach().clone() for p in trained]
+    states = optimizer_states(
+        model,
+        {
+            "AdamW": lambda ps: torch.optim.AdamW(ps, lr=1e-2),
+            "SGD momentum": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9),
+        },
+        torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10]]),
+    )
+    # AdamW: two fp32 moments per value and a step count per tensor; SGD: one momentum per value
+    assert states == {"AdamW": 8 * values + 4 * len(trained), "SGD momentum": 4 * values}
+    assert all(torch.equal(p, b) for p, b in zip(trained, before))  # each started from these

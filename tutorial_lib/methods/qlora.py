@@ -8,6 +8,7 @@ library loaded them (fp32 here, tied to each other), as the QLoRA paper and tran
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -260,3 +261,30 @@ def layer_timing(linear: nn.Linear, tokens: int = 512, repeats: int = 20) -> dic
                 lambda: bnbf.dequantize_4bit(weight.data, weight.quant_state)
             ),
         }
+
+
+def optimizer_states(
+    model: nn.Module, optimizers: dict[str, Callable], input_ids: torch.Tensor
+) -> dict[str, int]:
+    """Bytes of optimizer state each optimizer keeps after one step on `input_ids`, from the same
+    starting weights: how much paged 8-bit AdamW saves against plain AdamW (lesson 06, GPU cell).
+
+    `optimizers` maps a name to a factory taking the trained parameters, e.g.
+    `{"AdamW": lambda ps: torch.optim.AdamW(ps, lr=3e-3)}`. The weights are put back after each
+    step, so every optimizer sees the same model.
+    """
+    from tutorial_lib.memory import optimizer_state_bytes
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    states = {}
+    for name, make in optimizers.items():
+        optimizer = make(params)
+        model(input_ids=input_ids, labels=input_ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        states[name] = optimizer_state_bytes(optimizer)
+        with torch.no_grad():
+            for p, value in zip(params, start):
+                p.copy_(value)
+    return states
