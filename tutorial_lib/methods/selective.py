@@ -50,7 +50,7 @@ class TopLayersConfig:
             )
 
 
-BLOCK_LR = 1e-4  # provisional (full FT's rate) until the real-model sweep; whole blocks train
+BLOCK_LR = 1e-3  # whole blocks: measured best, lesson 04 (benchmarks/results/learning-rates.json)
 
 
 @register(
@@ -137,7 +137,7 @@ class LnTuningConfig:
     "ln-tuning",
     "selective",
     LnTuningConfig,
-    default_lr=1e-2,  # provisional (design §5 toy run: norm tuning lr 1e-2) until the sweep
+    default_lr=1e-2,  # measured best, lesson 04 (benchmarks/results/learning-rates.json)
     description="train only the RMSNorm gains (peft LNTuningConfig)",
 )
 def apply_ln_tuning(model, config: LnTuningConfig):

@@ -1,0 +1,78 @@
+"""The registry's default learning rates are the ones the lessons' sweeps measured best."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tutorial_lib.methods import get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = ROOT / "benchmarks" / "results" / "learning-rates.json"
+
+
+@pytest.fixture(scope="module")
+def rates():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("learning_rates")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop("learning_rates", None)
+
+
+def _run(method, lr, domain, retention, config=None):
+    return {
+        "method": method,
+        "lr": lr,
+        "steps": 28,
+        "seed": 0,
+        "domain_n_items": 14,
+        "probe_n_items": 120,
+        "domain_accuracy_before": 0.5,
+        "domain_accuracy_after": domain,
+        "retention": retention,
+        "general_ce_after": 3.0,
+        "sec_per_step": 2.0,
+        "spec": {"method_config": config},
+    }
+
+
+def test_best_rate_is_most_learning_then_most_kept_and_only_default_configs_count(rates):
+    runs = [
+        _run("top-layers", 3e-4, 0.6, 0.95, {"k": 2}),
+        _run("top-layers", 1e-3, 0.8, 0.90, {"k": 2}),
+        _run("top-layers", 1e-4, 1.0, 0.99, {"k": 8}),  # another config: not the default's rate
+        _run("ia3", 3e-2, 0.7, 0.95),
+        _run("ia3", 1e-1, 0.7, 0.97),
+    ]
+    record = rates.record(runs)
+    assert record["top-layers"]["best_lr"] == 1e-3
+    assert [r["lr"] for r in record["top-layers"]["rates"]] == [3e-4, 1e-3]
+    assert record["ia3"]["best_lr"] == 1e-1  # a tie in learning goes to the one that kept more
+    assert record["ia3"]["budget"] == {
+        "steps": 28,
+        "seed": 0,
+        "domain_n_items": 14,
+        "probe_n_items": 120,
+    }
+
+
+def test_a_row_that_is_not_a_sweep_result_is_named_by_file_and_line(rates, tmp_path):
+    sweep = tmp_path / "sweep.jsonl"
+    sweep.write_text(json.dumps({"config": {}, "result": _run("ia3", 1e-2, 0.5, 1.0)}) + "\n{}\n")
+    with pytest.raises(ValueError, match=r"sweep.jsonl, line 2"):
+        rates.read_runs([sweep])
+
+
+def test_registered_defaults_are_the_measured_best_rates():
+    measured = json.loads(RECORD.read_text())["methods"]
+    assert len(measured) >= 7  # the additive and selective methods of lessons 03 and 04
+    for method, row in measured.items():
+        if len(row["rates"]) < 2:
+            continue  # one rate tried is not a calibration
+        assert get_method(method).default_lr == row["best_lr"], method
