@@ -25,7 +25,6 @@ BADGE_LINK = re.compile(r"\]\((https://colab\.research\.google\.com/github/[^)]+
 # Lessons committed before the Colab cells existed. Strict: a lesson that gains the cells fails
 # here until its name is removed, so this list cannot go stale.
 PENDING_COLAB_CELLS = {
-    "01_full_finetuning.ipynb",
     "02_catastrophic_forgetting.ipynb",
 }
 
