@@ -33,3 +33,17 @@ def test_lesson_times_match_the_benchmark_results(profile):
         row = rows.get(name[:2])
         assert row, f"docs/teaching.md has no time row for lesson {name[:2]}"
         assert row[COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
+
+
+PEAK_COLUMNS = {"full": 3, "quick": 4}  # the kernels' peak memory, after the two time columns
+
+
+@pytest.mark.parametrize("profile", sorted(PEAK_COLUMNS))
+def test_lesson_peak_memory_matches_the_benchmark_results(profile):
+    lessons = json.loads((RESULTS / f"lessons-{profile}.json").read_text())["lessons"]
+    rows = time_table()
+    for name, result in lessons.items():
+        peak = result.get("kernel_peak_rss_mb")
+        expected = f"{peak / 1024:.1f} GiB" if peak else "not measured"
+        row = rows[name[:2]]
+        assert row[PEAK_COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
