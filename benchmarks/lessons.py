@@ -84,7 +84,7 @@ def breakdown(lesson_seconds: float, log: Path) -> dict[str, float]:
 
 
 def children_peak_rss_mb(parent: int) -> float:
-    """Largest peak resident memory (VmHWM) among the direct children of `parent`, in MB: the
+    """Largest peak resident memory (VmHWM) among the direct children of `parent`, in MiB: the
     kernel's high-water mark, which is what a container's memory limit is checked against."""
     peak = 0.0
     for status in Path("/proc").glob("[0-9]*/status"):
@@ -95,7 +95,7 @@ def children_peak_rss_mb(parent: int) -> float:
         except OSError:  # the process ended while being read
             continue
         if int(fields.get("PPid", "0").strip()) == parent and "VmHWM" in fields:
-            peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)  # kB -> MB (MiB)
+            peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)  # kB -> MiB
     return peak
 
 
