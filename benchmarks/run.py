@@ -42,7 +42,7 @@ from training import (
     measure_trainer,
 )
 
-from tutorial_lib.device import physical_cores, set_threads, versions
+from tutorial_lib.device import cpu_name, physical_cores, set_threads, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,17 +117,6 @@ MEASUREMENTS: dict[str, Callable[[Bench], dict]] = {
 # --- the run ----------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_context(threads: int) -> dict:
     """Where and with what the numbers were measured."""
     import importlib.metadata as md
@@ -137,7 +126,7 @@ def machine_context(threads: int) -> dict:
     except md.PackageNotFoundError:
         lm_eval_version = "not installed"
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_name(),
         "physical_cores": physical_cores(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,

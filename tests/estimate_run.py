@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict, replace
 
 import torch
 
 from tutorial_lib import data
-from tutorial_lib.memory import Architecture, count_params, estimate
+from tutorial_lib.memory import Architecture, count_params, estimate, setup_for
 from tutorial_lib.methods import apply_method
 from tutorial_lib.models import tiny_model
 from tutorial_lib.train import TrainConfig, train
@@ -37,7 +38,8 @@ def load(name: str):
     return tiny_model(corpus=corpus, hidden=HIDDEN, layers=LAYERS)
 
 
-def main(method: str, batch: int, seq_len: int, name: str = "tiny") -> dict:
+def main(method: str, batch: int, seq_len: int, name: str = "tiny", **sharing) -> dict:
+    """`sharing`: gpus and sharding for the estimate, when several processes train together."""
     torch.set_num_threads(1)
     model, tokenizer = load(name)
     arch = Architecture.from_config(model.config, name)
@@ -49,19 +51,15 @@ def main(method: str, batch: int, seq_len: int, name: str = "tiny") -> dict:
             p.sum()  # page-in (538 MB for the real model) as training memory
     model = apply_method(model, method)
     trainable, _ = count_params(model)
-    known = {"full": {}, "lora": {}}.get(method, {"trainable_fraction": trainable / arch.n_params})
-    est = estimate(
-        arch,
-        method=method if method in ("full", "lora") else "peft",
-        batch=batch,
-        seq_len=seq_len,
-        **known,
-    )
+    per_device = batch // sharing.get("gpus", 1)  # `train` splits each step's batch
+    setup = replace(setup_for(model, method, per_device, seq_len), **sharing)
+    est = estimate(arch, setup)
     config = TrainConfig(steps=2 if name != "tiny" else 3, batch_size=batch, lr=1e-4)
     result = train(model, examples, config, tokenizer.pad_token_id)
     return {
         "model": name,
         "method": method,
+        "setup": asdict(setup),
         "batch": batch,
         "seq_len": seq_len,
         "trainable_params": trainable,
@@ -70,6 +68,7 @@ def main(method: str, batch: int, seq_len: int, name: str = "tiny") -> dict:
         "model_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "estimated": est.beyond_weights,  # gradients, optimizer state, activations
         "measured": result.peak_memory_bytes - result.memory_at_start_bytes,
+        "world_size": result.world_size,
     }
 
 

@@ -300,6 +300,29 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
     again = cli(*args, "--json", str(out))  # everything cached: no training bar, same records
     assert again.returncode == 0 and "run: " not in again.stderr
     assert json.loads(out.read_text())["records"] == result["records"]
+    ran = json.loads(out.read_text())["ran"]  # how to run it again, and where it ran
+    assert ran["command"].startswith("tutorial-lib compare --methods full,lora")
+    assert ran["profile"]["name"] == "quick" and ran["machine"]["physical_cores"] >= 1
+    assert "torch" in ran["versions"]
+
+
+def test_compare_command_sizes_the_budget_and_seeds_per_method(tiny_folder, tmp_path):
+    out, runs = tmp_path / "out.json", tmp_path / "runs.jsonl"
+    args = ["compare", "--methods", "ia3", "--seeds-for", "lora=2", "--steps", "1"]
+    args += ["--facts", "1", "--probe-items", "4", "--general-items", "1"]
+    args += ["--model", tiny_folder, "--profile", "quick", "--runs", str(runs)]
+    proc = cli(*args, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["method"], r["seed"]) for r in result["records"]] == [
+        ("ia3", 0),
+        ("lora", 0),
+        ("lora", 1),
+    ]
+    assert {r["probe_n_items"] for r in result["records"]} == {4}
+    assert {r["domain_n_items"] for r in result["records"]} == {1}
+    sizes = result["ran"]["profile"]
+    assert (sizes["domain_facts"], sizes["probe_items"], sizes["general_items"]) == (1, 4, 1)
 
 
 @pytest.mark.parametrize(
@@ -310,9 +333,92 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
         (["--seeds", "0"], "must be a positive integer"),
         (["--markdown", "/no/such/dir/t.md"], "cannot write"),
         (["--profile", "huge"], "invalid choice"),
+        (["--seeds-for", "lora=0"], "must be a positive integer"),
+        (["--seeds-for", "nope=2"], "unknown method 'nope'"),
+        (["--facts", "0"], "must be a positive integer"),
     ],
 )
 def test_compare_command_refuses_bad_arguments_in_one_line(args, message):
     proc = cli("compare", *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- seeds per method, supported rankings, the Pareto front, a committed comparison -------------
+
+
+def test_seeds_for_gives_some_methods_more_seeds(fake_runs, small_profile, tmp_path):
+    spec = cmp.ComparisonSpec(methods=("full", "lora", "ia3"), seeds_for={"lora": 3})
+    result = cmp.compare(spec, profile=small_profile, results_path=tmp_path / "r.jsonl")
+    assert fake_runs == [("full", 0), ("lora", 0), ("ia3", 0), ("lora", 1), ("lora", 2)]
+    assert [row["seeds"] for row in result.summary()] == [1, 3, 1]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"methods": ("full",), "seeds_for": {"lora": 2}}, r"not compared: \['lora'\]"),
+        ({"methods": ("full",), "seeds_for": {"full": 0}}, "positive integers"),
+        ({"seeds_for": {"nope": 2}}, "unknown method 'nope'"),
+    ],
+)
+def test_seeds_for_refuses_what_cannot_run(fields, message):
+    with pytest.raises(ValueError, match=message):
+        cmp.ComparisonSpec(**fields)
+
+
+def _record(method: str, seed: int, acc: float, retention: float = 0.9) -> dict:
+    return {"method": method, "seed": seed, "domain_accuracy_after": acc, "retention": retention}
+
+
+def test_a_ranking_needs_every_seed_to_agree_and_two_standard_errors():
+    records = [_record("a", s, acc) for s, acc in enumerate([0.8, 0.85, 0.9])]
+    records += [_record("b", s, acc) for s, acc in enumerate([0.5, 0.6, 0.55])]
+    records += [_record("c", s, acc) for s, acc in enumerate([0.9, 0.5, 0.6])]
+    records += [_record("d", 0, 0.1)]  # one seed: nothing can be said
+    diffs = {
+        (d["a"], d["b"]): d
+        for d in cmp.paired_differences(records, "domain_accuracy_after", ["a", "b", "c", "d"])
+    }
+    ab = diffs[("a", "b")]
+    assert ab["seeds"] == 3 and ab["mean"] == pytest.approx(0.3) and ab["supported"]
+    assert ab["se"] == pytest.approx(math.sqrt(0.0025 / 3))  # differences 0.3, 0.25, 0.35
+    assert not diffs[("a", "c")]["supported"]  # -0.1, +0.35, +0.3: the seeds disagree
+    assert diffs[("a", "d")]["seeds"] == 1 and not diffs[("a", "d")]["supported"]
+    table = cmp.ranking_table(records, "domain_accuracy_after", ["a", "b", "c"])
+    assert table.loc["a − b", "what the seeds support"] == "a higher on every seed"
+    assert table.loc["b − c", "what the seeds support"].startswith("no ranking")
+
+
+def _row(method: str, x: float, y: float, seeds: int = 1) -> dict:
+    stats = lambda v: {"mean": v, "std": None, "min": v, "max": v}  # noqa: E731
+    return {"method": method, "seeds": seeds, "x": stats(x), "y": stats(y)}
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes():
+    rows = [_row("a", 0.9, 0.7), _row("b", 0.6, 0.9), _row("c", 0.5, 0.6), _row("d", 0.9, 0.7)]
+    rows.append(_row("failed", 1.0, 1.0, seeds=0))  # no finished run: not a point
+    assert cmp.pareto_front(rows, "x", "y") == ["a", "b", "d"]  # c is beaten by both; a = d
+    memory = [_row("small", 1.0, 0.5), _row("big", 3.0, 0.9), _row("worse", 3.0, 0.4)]
+    assert cmp.pareto_front(memory, "x", "y", higher=(False, True)) == ["small", "big"]
+
+
+def test_a_missing_committed_comparison_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUTORIAL_LIB_DATA", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match="benchmarks/README.md gives the command"):
+        cmp.committed()
+
+
+def test_repeated_runs_sit_beside_their_committed_twins():
+    saved = [_record("a", 0, 0.5) | {"general_ce_after": 3.0, "sec_per_step": 1.0}]
+    live = [_record("a", 0, 0.5) | {"general_ce_after": 3.0, "sec_per_step": 1.4}]
+    table = cmp.side_by_side(live, saved)
+    assert table.loc[("a", 0, "domain_accuracy_after"), "here"] == 0.5
+    assert table.loc[("a", 0, "sec_per_step"), "committed"] == 1.0
+    assert table.loc[("a", 0, "sec_per_step"), "here"] == 1.4
+
+
+def test_the_spread_of_infinite_values_is_undefined_not_an_error():
+    assert cmp.spread([math.inf, math.inf])["mean"] == math.inf
+    assert math.isnan(cmp.spread([math.inf, math.inf])["std"])
+    assert cmp.spread([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))

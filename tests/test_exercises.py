@@ -25,7 +25,7 @@ from tutorial_lib.methods.selective import TopLayersConfig
 
 NOTES = Path(__file__).resolve().parent.parent / "docs" / "teaching.md"
 SECTION = "## Exercises with answers"
-LESSONS = [f"{n:02d}" for n in range(7)]
+LESSONS = [f"{n:02d}" for n in range(8)]
 SMOL = ARCHITECTURES["SmolLM2-135M"]
 MIB, GIB = 2**20, 2**30
 
@@ -155,6 +155,34 @@ def qlora_7b() -> float:
     return estimate("Llama-2-7B", **setup).total / GIB
 
 
+def seed_gap_stderr() -> float:
+    from tutorial_lib.compare import paired_differences
+
+    answered = {"a": [3, 4, 2], "b": [2, 2, 2]}  # questions right of 14, seeds 0, 1, 2
+    records = [
+        {"method": m, "seed": s, "domain_accuracy_after": n / 14}
+        for m, ns in answered.items()
+        for s, n in enumerate(ns)
+    ]
+    (gap,) = paired_differences(records, "domain_accuracy_after", ["a", "b"])
+    assert not gap["supported"]  # the notes say no ranking may be stated
+    return 100 * gap["se"]
+
+
+def qlora_70b_on_two() -> float:
+    est = estimate(
+        "Llama-2-70B",
+        method="qlora",
+        rank=16,
+        batch=1,
+        seq_len=512,
+        gradient_checkpointing=True,
+        gpus=2,
+        sharding="fsdp",
+    )
+    return est.total / GIB
+
+
 CHECKERS = {  # (lesson, exercise): (unit as written, what the library computes)
     ("00", 1): ("percentage points", probe_stderr),
     ("00", 2): ("percentage points", domain_stderr),
@@ -176,6 +204,8 @@ CHECKERS = {  # (lesson, exercise): (unit as written, what the library computes)
     ("05", 2): ("trainable parameters", gpt3_rank_4),
     ("06", 1): ("bits per weight", lambda: quant.bits_per_param(double=True)),
     ("06", 2): ("GiB", qlora_7b),
+    ("07", 1): ("percentage points", seed_gap_stderr),
+    ("07", 2): ("GiB", qlora_70b_on_two),
 }
 
 

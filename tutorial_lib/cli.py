@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from tutorial_lib.config import PROFILES
@@ -136,12 +137,35 @@ def _methods(text: str) -> tuple[str, ...]:
     return names
 
 
+def _seeds_for(text: str) -> dict[str, int]:
+    """ "full=3,lora=3": seeds per method, checked before any model loads."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        out[_methods(name)[0]] = _positive_int(count.strip())
+    if not out:
+        raise argparse.ArgumentTypeError("give METHOD=SEEDS pairs, e.g. full=3,lora=3")
+    return out
+
+
 def add_compare_parser(sub) -> None:
     """`compare`: every method (or those named) on one budget, resumable, as JSON and Markdown."""
     cmd = sub.add_parser("compare", help="train every method on one budget and compare them")
     cmd.add_argument("--methods", type=_methods, help="comma-separated (default: every method)")
     cmd.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..N-1 per method")
+    cmd.add_argument(
+        "--seeds-for",
+        type=_seeds_for,
+        default={},
+        metavar="M=N,...",
+        help="more (or fewer) seeds for some methods, e.g. full=3,lora=3",
+    )
     cmd.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
+    cmd.add_argument("--facts", type=_positive_int, help="domain facts (default: profile's)")
+    cmd.add_argument("--probe-items", type=_positive_int, help="probe items (default: profile's)")
+    cmd.add_argument(
+        "--general-items", type=_positive_int, help="general passages (default: profile's)"
+    )
     cmd.add_argument("--task", type=_task, metavar="NAME", help="as for train (default: first)")
     cmd.add_argument("--model", default=None, help="offline alias, local folder or Hub id")
     cmd.add_argument(
@@ -277,9 +301,20 @@ def cmd_compare(args) -> int:
     from tutorial_lib.data import TASKS
     from tutorial_lib.models import DEFAULT_MODEL
 
-    profile = get_profile(args.profile)
+    sizes = {"domain_facts": args.facts, "probe_items": args.probe_items}
+    sizes["general_items"] = args.general_items
+    profile = get_profile(args.profile).with_overrides(
+        **{k: v for k, v in sizes.items() if v is not None}
+    )
+    methods = args.methods or ()
+    if args.seeds_for and methods:
+        methods = (*methods, *(m for m in args.seeds_for if m not in methods))
     spec = ComparisonSpec(
-        methods=args.methods or (), seeds=args.seeds, steps=args.steps, task=args.task or TASKS[0]
+        methods=methods,
+        seeds=args.seeds,
+        seeds_for=args.seeds_for,
+        steps=args.steps,
+        task=args.task or TASKS[0],
     )
     runs = args.runs or Path(f"compare-{profile.name}-runs.jsonl")
     print(f"runs cached in {runs} (delete it to start over)", file=sys.stderr)
@@ -293,7 +328,7 @@ def cmd_compare(args) -> int:
     )
     table = result.markdown()
     print(table, end="")
-    _write_json(args.json, result.to_json())
+    _write_json(args.json, {**result.to_json(), "ran": _how_it_ran(profile)})
     if args.markdown:
         args.markdown.write_text(table)
         print(f"wrote {args.markdown}")
@@ -305,6 +340,24 @@ def cmd_compare(args) -> int:
             file=sys.stderr,
         )
     return 1 if result.failed else 0
+
+
+def _how_it_ran(profile) -> dict:
+    """The command, sizes and machine beside a result, so that a reader can run it again."""
+    import torch
+
+    from tutorial_lib.device import cpu_name, physical_cores, versions
+
+    return {
+        "command": "tutorial-lib " + " ".join(sys.argv[1:]),
+        "profile": asdict(profile),
+        "machine": {
+            "cpu": cpu_name(),
+            "physical_cores": physical_cores(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": versions(),
+    }
 
 
 COMMANDS = {

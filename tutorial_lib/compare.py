@@ -46,6 +46,7 @@ class ComparisonSpec:
 
     methods: tuple[str, ...] = ()  # names from the registry; () = every registered method
     seeds: int = 1  # seeds 0 .. seeds-1: each method runs once per seed
+    seeds_for: dict[str, int] = field(default_factory=dict)  # per method; missing = `seeds`
     steps: int | None = None  # optimizer steps for every method; None = the profile's
     lrs: dict[str, float] = field(default_factory=dict)  # per method; missing = its default_lr
     task: str = TASKS[0]  # whose support data is trained on and asked about
@@ -54,12 +55,18 @@ class ComparisonSpec:
 
     def __post_init__(self) -> None:
         methods = tuple(self.methods) or tuple(sorted(REGISTRY))
-        for name in (*methods, *self.lrs):
+        for name in (*methods, *self.lrs, *self.seeds_for):
             get_method(name)  # unknown names fail here, listing the known ones
         if len(set(methods)) != len(methods):
             raise ValueError(f"methods are listed more than once: {list(methods)}")
         if not isinstance(self.seeds, int) or self.seeds <= 0:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
+        bad_seeds = {m: n for m, n in self.seeds_for.items() if not isinstance(n, int) or n <= 0}
+        if bad_seeds:
+            raise ValueError(f"seeds_for must give positive integers, got {bad_seeds}")
+        if set(self.seeds_for) - set(methods):
+            extra = sorted(set(self.seeds_for) - set(methods))
+            raise ValueError(f"seeds_for names methods that are not compared: {extra}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
         bad = {m: lr for m, lr in self.lrs.items() if not (lr > 0 and math.isfinite(lr))}
@@ -74,6 +81,10 @@ class ComparisonSpec:
         """The method's learning rate here: the one given, else its registered default."""
         return self.lrs.get(method, get_method(method).default_lr)
 
+    def seeds_of(self, method: str) -> int:
+        """How many seeds the method runs: its own count, else the comparison's."""
+        return self.seeds_for.get(method, self.seeds)
+
     def runs(self, profile: Profile, model_name: str) -> list[dict]:
         """One JSON config per method and seed; the whole budget is in it, so a cached run is
         reused only for the same steps, data sizes and model."""
@@ -83,8 +94,9 @@ class ComparisonSpec:
         where = {"profile": asdict(profile), "model": model_name, "task": self.task}
         return [
             {"method": m, "seed": s, "lr": self.lr(m), "steps": steps, "eval_at": eval_at, **where}
-            for s in range(self.seeds)
+            for s in range(max(self.seeds, *self.seeds_for.values(), 1))
             for m in self.methods
+            if s < self.seeds_of(m)
         ]
 
 
@@ -235,7 +247,9 @@ def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (None for one value), min and max."""
     if not values:
         return {"mean": None, "std": None, "min": None, "max": None}
-    std = statistics.stdev(values) if len(values) > 1 else None
+    std = None
+    if len(values) > 1:  # statistics.stdev raises on infinities: their spread is undefined
+        std = statistics.stdev(values) if all(map(math.isfinite, values)) else math.nan
     return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
 
 
@@ -358,3 +372,144 @@ def _markdown_cells(row: dict) -> list[str]:
     if not row["seeds"]:
         return cells + [f"error: {_error_text(row['errors'][0])}"] + [""] * (len(TABLE) - 1)
     return cells + [_cell(row[key], scale, decimals) for _, key, scale, decimals in TABLE]
+
+
+# --- what a comparison supports ----------------------------------------------------------------
+
+COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutorial-lib compare`
+
+
+def committed(name: str = COMMITTED) -> dict:
+    """A comparison committed under benchmarks/results (beside the data folder, so a Colab clone
+    finds it too): what it ran, how, and on what machine."""
+    from tutorial_lib.data import data_dir
+
+    path = data_dir().parent / "benchmarks" / "results" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: it comes with a clone of the repository; "
+            "benchmarks/README.md gives the command that writes it"
+        )
+    return json.loads(path.read_text())
+
+
+def of_json(saved: dict) -> Comparison:
+    """A saved comparison (`to_json`) back as a Comparison, at the target it was read at."""
+    return Comparison(saved["records"], saved["target"])
+
+
+def paired_differences(records: list[dict], key: str, methods: list[str]) -> list[dict]:
+    """For each pair of methods, `key`'s difference over the seeds both ran (the same data order
+    per seed, so paired): mean, its standard error, and whether the sign is supported: every
+    seed agrees and the mean is more than two standard errors from zero. One seed: unsupported."""
+    by_method: dict[str, dict[int, float]] = {}
+    for r in records:
+        if "error" not in r and r["method"] in methods and r.get(key) is not None:
+            by_method.setdefault(r["method"], {})[r["seed"]] = r[key]
+    out = []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1 :]:
+            seeds = sorted(set(by_method.get(a, {})) & set(by_method.get(b, {})))
+            diffs = [by_method[a][s] - by_method[b][s] for s in seeds]
+            mean = statistics.fmean(diffs) if diffs else None
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+            same_sign = bool(diffs) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs))
+            supported = se is not None and same_sign and abs(mean) > 2 * se
+            out.append(
+                {"a": a, "b": b, "key": key, "seeds": len(seeds), "mean": mean, "se": se}
+                | {"supported": supported}
+            )
+    return out
+
+
+def ranking_table(records: list[dict], key: str, methods: list[str]):
+    """`paired_differences` as a DataFrame whose last column says, in words, what may be said."""
+    import pandas as pd
+
+    rows = []
+    for d in paired_differences(records, key, methods):
+        if d["mean"] is None:
+            verdict = "not run on a common seed"
+        elif not d["supported"]:
+            verdict = "no ranking: the seeds disagree or the gap is within 2 s.e."
+        else:
+            verdict = f"{d['a'] if d['mean'] > 0 else d['b']} higher on every seed"
+        rows.append(
+            {
+                "pair": f"{d['a']} − {d['b']}",
+                "seeds": d["seeds"],
+                f"{key} difference": d["mean"],
+                "s.e.": d["se"],
+                "what the seeds support": verdict,
+            }
+        )
+    return pd.DataFrame(rows).set_index("pair")
+
+
+def pareto_front(
+    summary: list[dict],
+    x: str = "domain_accuracy_after",
+    y: str = "retention",
+    higher: tuple[bool, bool] = (True, True),
+) -> list[str]:
+    """Methods that no other method beats on both means: the choices worth considering when
+    one cares about `x` and `y`. `higher` says, per axis, whether more is better (memory: no)."""
+    sign = [1 if h else -1 for h in higher]
+    points = {
+        r["method"]: (sign[0] * r[x]["mean"], sign[1] * r[y]["mean"])
+        for r in summary
+        if r["seeds"] and r[x]["mean"] is not None and r[y]["mean"] is not None
+    }
+
+    def beaten(m: str) -> bool:
+        px, py = points[m]
+        return any(
+            qx >= px and qy >= py and (qx, qy) != (px, py)
+            for other, (qx, qy) in points.items()
+            if other != m
+        )
+
+    return [m for m in points if not beaten(m)]
+
+
+REPEATED = ("domain_accuracy_after", "retention", "general_ce_after", "sec_per_step")
+
+
+def side_by_side(live: list[dict], saved: list[dict], keys: tuple[str, ...] = REPEATED):
+    """Runs made here beside the committed runs of the same method and seed: learning and
+    forgetting should repeat exactly on the same budget (the runs are deterministic on a CPU),
+    timings and memory should not."""
+    import pandas as pd
+
+    by_key = {(r["method"], r["seed"]): r for r in saved if "error" not in r}
+    rows = []
+    for run in live:
+        if "error" in run:
+            continue
+        old = by_key.get((run["method"], run["seed"]), {})
+        for key in keys:
+            rows.append(
+                {"method": run["method"], "seed": run["seed"], "measure": key}
+                | {"here": run.get(key), "committed": old.get(key)}
+            )
+    return pd.DataFrame(rows).set_index(["method", "seed", "measure"])
+
+
+def seed_table(summary: list[dict], keys: tuple[str, ...] = REPEATED):
+    """The methods that ran several seeds: each number as mean ± standard deviation, and the
+    range of domain accuracy (one held-out question moves it by 1/n)."""
+    import pandas as pd
+
+    rows = []
+    for row in summary:
+        if row["seeds"] < 2:
+            continue
+        out = {"method": row["method"], "seeds": row["seeds"]}
+        for key in keys:
+            out[key] = f"{row[key]['mean']:.3f} ± {row[key]['std']:.3f}"
+        acc = row["domain_accuracy_after"]
+        out["domain accuracy range"] = f"{acc['min']:.3f}–{acc['max']:.3f}"
+        rows.append(out)
+    return pd.DataFrame(
+        rows, columns=["method", "seeds", *keys, "domain accuracy range"]
+    ).set_index("method")

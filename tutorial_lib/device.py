@@ -70,6 +70,19 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_name() -> str:
+    """The CPU's marketing name (Linux), else what platform reports: beside every timing."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str]:
     """Versions of what the lessons depend on, plus the device: the first cell of every lesson."""
     import importlib.metadata as md

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -180,7 +181,12 @@ def _layer_values_per_token(config) -> int:
 
 
 def activation_bytes(
-    config, batch: int, seq_len: int, bytes_per_value: float = 4, checkpointing: bool = False
+    config,
+    batch: int,
+    seq_len: int,
+    bytes_per_value: float = 4,
+    checkpointing: bool = False,
+    layers: int | None = None,
 ) -> int:
     """Rough activation memory of a llama-style decoder: values saved per token per layer.
 
@@ -189,15 +195,18 @@ def activation_bytes(
     vocabulary, kept in fp32 with their softmax and gradient (3 copies), counted at every
     position: an upper bound when `train` computes them only where a label is trained. With
     gradient `checkpointing` only each layer's input is kept, and one layer at a time is
-    recomputed during the backward pass. An estimate: kernels and allocators add overhead,
+    recomputed during the backward pass. `layers`: how many of the top layers the backward pass
+    runs through (None: all); below the lowest trained weight nothing needs a gradient, so
+    nothing is kept (e.g. top-layers tuning). An estimate: kernels and allocators add overhead,
     so compare it with a measured peak.
     """
     tokens = batch * seq_len
     per_layer = _layer_values_per_token(config)
+    depth = config.num_hidden_layers if layers is None else min(layers, config.num_hidden_layers)
     if checkpointing:
-        values = tokens * (config.num_hidden_layers * config.hidden_size + per_layer)
+        values = tokens * (depth * config.hidden_size + per_layer * (depth > 0))
     else:
-        values = tokens * config.num_hidden_layers * per_layer
+        values = tokens * depth * per_layer
     logits = tokens * config.vocab_size * 4 * 3
     return int(values * bytes_per_value) + logits
 
@@ -408,6 +417,8 @@ class TrainingSetup:
     master_weights: bool | None = None  # an fp32 copy of 16-bit trained weights (mixed precision);
     #   None: yes for full fine-tuning in 16 bits, no otherwise
     gradient_checkpointing: bool = False  # keep each layer's input only; recompute the rest
+    backprop_layers: int | None = None  # top layers the backward pass runs through (None: all;
+    #   top-layers tuning: k); `backprop_layers_of(model)` reads it off a model
     gpus: int = 1  # devices training together
     sharding: str = "none"  # SHARDING: none/ddp replicate; zero3/fsdp divide all but activations
 
@@ -434,6 +445,12 @@ class TrainingSetup:
             raise ValueError("method 'peft' needs trainable_fraction (e.g. 0.01 for 1 %)")
         if self.trainable_fraction is not None and not 0 < self.trainable_fraction <= 1:
             raise ValueError(f"trainable_fraction must be in (0, 1], got {self.trainable_fraction}")
+        if self.backprop_layers is not None and (
+            not isinstance(self.backprop_layers, int) or self.backprop_layers < 0
+        ):
+            raise ValueError(
+                f"backprop_layers must be None (all) or an integer >= 0, got {self.backprop_layers!r}"
+            )
         for knob in ("rank", "batch", "seq_len", "gpus"):
             value = getattr(self, knob)
             if not isinstance(value, int) or value <= 0:
@@ -553,6 +570,10 @@ def estimate(model, setup: TrainingSetup | None = None, **knobs) -> MemoryEstima
         weights += trainable * grad_bytes  # the added weights, stored like their gradients
     optimizer = trainable * (OPTIMIZERS[setup.optimizer] + (4 if setup.master_weights else 0))
     parts = {"weights": weights, "gradients": trainable * grad_bytes, "optimizer": optimizer}
+    if setup.sharding == "ddp" and setup.gpus > 1:
+        # DDP all-reduces through buckets that copy every gradient (unless the model is wrapped
+        # with gradient_as_bucket_view=True): measured here on two CPU processes, +1 gradient size
+        parts["gradients"] *= 2
     for part in SHARDING[setup.sharding]:
         parts[part] /= setup.gpus
     activations = 0
@@ -563,6 +584,7 @@ def estimate(model, setup: TrainingSetup | None = None, **knobs) -> MemoryEstima
             setup.seq_len,
             FLOAT_DTYPES[setup.compute_dtype],
             setup.gradient_checkpointing,
+            setup.backprop_layers,
         )
     return MemoryEstimate(
         **{k: math.ceil(v) for k, v in parts.items()},
@@ -672,3 +694,129 @@ def trainable_table(models: dict[str, torch.nn.Module]):
             }
         )
     return pd.DataFrame(rows).set_index("method")
+
+
+def backprop_layers_of(model: torch.nn.Module) -> int:
+    """How many of the top decoder layers a backward pass runs through: from the lowest layer
+    holding a trained weight up; all of them if anything below the layers trains (embeddings,
+    soft prompts), none if only the head or the final norm does."""
+    layers = model.config.num_hidden_layers
+    lowest = layers
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        match = re.search(r"\.layers\.(\d+)\.", name)
+        if match:
+            lowest = min(lowest, int(match.group(1)))
+        elif not re.search(r"(lm_head|\.norm\.)", name):
+            return layers  # a prompt, a prefix or the embeddings: the whole depth
+    return layers - lowest
+
+
+def accelerate_figures(model, mixed_precision: str = "float32") -> dict[str, int]:
+    """What `accelerate estimate-memory` says for full fine-tuning with Adam (its
+    `estimate_training_usage`, fed this model's fp32 bytes): weights, gradients, optimizer
+    state, and its peak ("step"). It has no activations and no notion of adapters."""
+    from accelerate.commands.estimate import estimate_training_usage
+
+    n, _, _ = _as_architecture(model)
+    return estimate_training_usage(4 * n, mixed_precision)
+
+
+ESTIMATED_AS = {  # registered method -> the estimator's method, where it has one of its own
+    "full": "full",
+    "lora": "lora",
+    "lora-scratch": "lora",
+    "qlora": "qlora",
+}
+
+
+def setup_for(model: torch.nn.Module, method: str, batch: int, seq_len: int) -> TrainingSetup:
+    """How `model`, as `apply_method(model, method)` prepared it, trains, for the estimator: the
+    estimator's own method where it has one, else a frozen base with the measured trainable
+    share and backward depth."""
+    trainable, _ = count_params(model)
+    base = Architecture.from_config(model.config).n_params  # added weights are not the base's
+    as_ = ESTIMATED_AS.get(method, "peft")
+    if as_ == "peft" or (as_ == "lora" and not hasattr(model, "peft_config")):
+        as_ = "peft"
+    rank = 8
+    if hasattr(model, "peft_config"):
+        rank = getattr(next(iter(model.peft_config.values())), "r", rank) or rank
+    fraction = None if as_ in ("full", "lora", "qlora") else trainable / base
+    compute = "fp32" if as_ == "qlora" else None
+    layers = None if as_ in ("full", "lora", "qlora") else backprop_layers_of(model)
+    return TrainingSetup(
+        method=as_,
+        rank=rank,
+        trainable_fraction=fraction,
+        batch=batch,
+        seq_len=seq_len,
+        compute_dtype=compute,
+        backprop_layers=layers,
+    )
+
+
+def validation_table(runs: list[dict]):
+    """Measured against estimated training memory (beyond the loaded weights), one row per
+    method and batch size, from `benchmarks/memory_estimate.py`'s runs; the estimate is
+    recomputed here from each run's recorded setup, so the table shows today's estimator."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        if "error" in run:
+            continue
+        est = estimate("SmolLM2-135M", TrainingSetup(**run["setup"]))
+        rows.append(
+            {
+                "method": run["method"],
+                "batch": run["batch"],
+                "estimated as": run["setup"]["method"],
+                "measured (MiB)": run["measured"] / 2**20,
+                "estimated (MiB)": est.beyond_weights / 2**20,
+                "error (%)": 100 * (est.beyond_weights / run["measured"] - 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["method", "batch"]).round(1)
+
+
+def accelerate_table(model="SmolLM2-135M", batch: int = 8, seq_len: int = 128):
+    """Full fine-tuning with AdamW in fp32 and in mixed bf16, by this estimator and by
+    `accelerate estimate-memory`'s arithmetic (GiB): where both apply, and where they part."""
+    import pandas as pd
+
+    rows = []
+    for label, dtype, precision in (
+        ("fp32", "fp32", "float32"),
+        ("bf16 mixed", "bf16", "bfloat16"),
+    ):
+        ours = estimate(model, method="full", dtype=dtype, batch=batch, seq_len=seq_len)
+        theirs = accelerate_figures(model, precision)
+        for part, key in (
+            ("weights", "model"),
+            ("gradients", "gradients"),
+            ("optimizer", "optimizer"),
+        ):
+            rows.append(
+                {
+                    "precision": label,
+                    "part": part,
+                    "ours": getattr(ours, part) / 2**30,
+                    "accelerate": theirs[key] / 2**30,
+                }
+            )
+        rows.append(
+            {"precision": label, "part": "activations", "ours": ours.activations / 2**30}
+            | {"accelerate": None}
+        )
+        peak = max(theirs["step"], theirs["model"] + theirs["gradients"] + theirs["optimizer"])
+        rows.append(
+            {
+                "precision": label,
+                "part": "total",
+                "ours": ours.total / 2**30,
+                "accelerate": peak / 2**30,
+            }
+        )
+    return pd.DataFrame(rows).set_index(["precision", "part"]).round(3)

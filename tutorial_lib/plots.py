@@ -231,3 +231,54 @@ def accuracy_and_retention(
     fig.tight_layout()
     plt.close(fig)  # the notebook displays the returned figure once, not twice
     return fig
+
+
+AXES = {  # summary key -> (axis label, scale, higher is better)
+    "domain_accuracy_after": ("domain accuracy (held-out questions)", 1, True),
+    "retention": ("probe retention (share of known items kept)", 1, True),
+    "retention_at_target": ("retention at matched domain accuracy", 1, True),
+    "general_ce_after": ("general-text cross-entropy", 1, False),
+    "peak_memory_bytes": ("peak process memory (GiB)", 2**-30, False),
+    "sec_per_step": ("seconds per step", 1, False),
+    "trainable_percent": ("trainable parameters (%)", 1, False),
+    "checkpoint_bytes": ("checkpoint (MiB)", 2**-20, False),
+}
+
+
+def method_scatter(summary: list[dict], x: str, y: str, title: str = "", front: list[str] = ()):
+    """One point per method (a comparison's summary): the mean, with a bar of ± one standard
+    deviation where a method ran several seeds; methods in `front` are ringed. Families share a
+    colour, so the three families of the curriculum can be told apart."""
+    for key in (x, y):
+        if key not in AXES:
+            raise ValueError(f"axis must be one of {', '.join(AXES)}; got {key!r}")
+    rows = [
+        r for r in summary if r["seeds"] and r[x]["mean"] is not None and r[y]["mean"] is not None
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=80)
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    (xl, xs_, _), (yl, ys_, _) = AXES[x], AXES[y]
+    for k, family in enumerate(families):
+        members = [r for r in rows if r["family"] == family]
+        ax.errorbar(
+            [r[x]["mean"] * xs_ for r in members],
+            [r[y]["mean"] * ys_ for r in members],
+            xerr=[(r[x]["std"] or 0) * xs_ for r in members],
+            yerr=[(r[y]["std"] or 0) * ys_ for r in members],
+            fmt="osD^v"[k % 5],
+            capsize=2,
+            label=family,
+        )
+    px = [r[x]["mean"] * xs_ for r in rows]
+    py = [r[y]["mean"] * ys_ for r in rows]
+    for r, px_, py_, offset in zip(rows, px, py, _label_offsets(px, py)):
+        ax.annotate(r["method"], (px_, py_), fontsize=7, xytext=offset, textcoords="offset points")
+        if r["method"] in front:
+            ax.scatter([px_], [py_], s=160, facecolors="none", edgecolors="black", linewidths=0.8)
+    ax.set_xlabel(xl + ("" if AXES[x][2] else ", lower is better"))
+    ax.set_ylabel(yl + ("" if AXES[y][2] else ", lower is better"))
+    ax.set_title(title or f"{yl} against {xl}")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -207,3 +207,44 @@ def _explorer_widget(start: RankChoice, this_model: Architecture | None):
         control.observe(update, names="value")
     update()
     return box
+
+
+def comparison_explorer(
+    summary: list[dict], x: str = "domain_accuracy_after", y: str = "retention"
+):
+    """Pick methods and axes, and see them plotted (`plots.method_scatter`, Pareto front ringed).
+    Returns the widget; where widgets cannot render, returns the default plot instead."""
+    from tutorial_lib.plots import AXES, method_scatter
+
+    done = [r for r in summary if r["seeds"]]
+    if not widgets_can_render():
+        return method_scatter(done, x, y, front=_front(done, x, y))
+    import ipywidgets as w
+    from IPython.display import display
+
+    names = [r["method"] for r in done]
+    pick = w.SelectMultiple(options=names, value=tuple(names), rows=8, description="methods")
+    x_axis = w.Dropdown(options=list(AXES), value=x, description="x")
+    y_axis = w.Dropdown(options=list(AXES), value=y, description="y")
+    out = w.Output()
+
+    def update(_=None) -> None:
+        rows = [r for r in done if r["method"] in pick.value]
+        with out:
+            out.clear_output(wait=True)
+            if rows:
+                front = _front(rows, x_axis.value, y_axis.value)
+                display(method_scatter(rows, x_axis.value, y_axis.value, front=front))
+
+    for control in (pick, x_axis, y_axis):
+        control.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([pick, w.VBox([x_axis, y_axis])]), out])
+
+
+def _front(rows: list[dict], x: str, y: str) -> list[str]:
+    """The Pareto front on two of `plots.AXES`, each the right way up."""
+    from tutorial_lib.compare import pareto_front
+    from tutorial_lib.plots import AXES
+
+    return pareto_front(rows, x, y, higher=(AXES[x][2], AXES[y][2]))
