@@ -7,6 +7,7 @@ optimizer state, activations) as `train`'s `PeakMemory` measures it, beside
 every estimate from the recorded setups and checks it against these peaks.
 
     python benchmarks/memory_estimate.py --json benchmarks/results/memory-estimate.json
+    python benchmarks/memory_estimate.py --methods dora --json ...  # re-measure one, keep the rest
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"estimated {run['estimated'] / 2**20:7.0f} MiB ({ratio - 1:+.0%})",
                 flush=True,
             )
+    if args.methods and args.json.exists():  # a re-measured method replaces its old runs only
+        kept = [r for r in json.loads(args.json.read_text())["runs"] if r["method"] not in methods]
+        runs = sorted(kept + runs, key=lambda r: (r["method"], r["batch"]))
     args.json.write_text(
         json.dumps({"model": DEFAULT_MODEL, "seq_len": SEQ_LEN, "runs": runs}, indent=1) + "\n"
     )

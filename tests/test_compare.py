@@ -422,3 +422,15 @@ def test_the_spread_of_infinite_values_is_undefined_not_an_error():
     assert cmp.spread([math.inf, math.inf])["mean"] == math.inf
     assert math.isnan(cmp.spread([math.inf, math.inf])["std"])
     assert cmp.spread([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
+
+
+def test_fresh_process_memory_joins_the_summary_by_method():
+    rows = [{"method": "a", "seeds": 1}, {"method": "b", "seeds": 1}]
+    runs = [
+        {"method": "a", "batch": 8, "model_bytes": 100, "measured": 50},
+        {"method": "a", "batch": 4, "model_bytes": 100, "measured": 20},
+        {"method": "b", "batch": 8, "error": "refused"},
+    ]
+    a, b = cmp.with_fresh_memory(rows, runs)
+    assert a["training_memory_bytes"]["mean"] == 150
+    assert b["training_memory_bytes"]["mean"] is None

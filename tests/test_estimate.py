@@ -314,6 +314,29 @@ def test_setup_for_names_the_estimators_method_and_the_measured_share(tiny):
     setup = setup_for(ia3, "ia3", 4, 64)
     assert setup.method == "peft" and (setup.batch, setup.seq_len) == (4, 64)
     assert estimate(arch, setup).trainable_params == count_params(ia3)[0]
+    dora = apply_method(tiny_model()[0], "dora")
+    setup = setup_for(dora, "dora", 4, 64)
+    assert setup.method == "lora" and setup.dora  # LoRA plus a magnitude per output feature
+    assert estimate(arch, setup).trainable_params == count_params(dora)[0]
+    from tutorial_lib.methods.lora import LoraMethodConfig
+
+    ours = apply_method(tiny_model()[0], "lora-scratch", LoraMethodConfig(r=16))
+    setup = setup_for(ours, "lora-scratch", 4, 64)
+    assert (setup.method, setup.rank, setup.frozen_linears) == ("lora", 16, False)
+    assert setup_for(ia3, "ia3", 4, 64).frozen_linears  # nothing needs a linear layer's input
+
+
+def test_dora_keeps_two_more_output_sized_values_per_adapted_layer():
+    """Measured on SmolLM2-135M: DoRA's peak grew by 2 x (q + k + v + o + gate + up + down
+    outputs) fp32 values per token per block beyond LoRA's (370 against 218 MiB a sequence)."""
+    arch = ARCHITECTURES["SmolLM2-135M"]
+    lora = estimate(arch, method="lora", batch=4, seq_len=128)
+    dora = estimate(arch, method="lora", dora=True, batch=4, seq_len=128)
+    assert arch.linear_outputs == 3 * 576 + 2 * 192 + 2 * 1536
+    assert dora.activations - lora.activations == 4 * 128 * 30 * 2 * arch.linear_outputs * 4
+    assert dora.trainable_params - lora.trainable_params == 30 * arch.linear_outputs
+    with pytest.raises(ValueError, match="dora is a kind of LoRA"):
+        TrainingSetup(method="full", dora=True)
 
 
 def test_accelerate_agrees_on_fp32_states_and_leaves_out_activations():
@@ -326,10 +349,12 @@ def test_accelerate_agrees_on_fp32_states_and_leaves_out_activations():
     assert fp32.loc["activations", "ours"] > 0 and math.isnan(fp32.loc["activations", "accelerate"])
     mixed = table.loc["bf16 mixed"]  # accelerate: fp32 weights and 1.5x gradients; we: a master
     assert mixed.loc["weights", "accelerate"] == pytest.approx(
-        2 * mixed.loc["weights", "ours"], rel=1e-2  # the table is rounded to MiB-ish
+        2 * mixed.loc["weights", "ours"],
+        rel=1e-2,  # the table is rounded to MiB-ish
     )
     assert mixed.loc["gradients", "accelerate"] == pytest.approx(
-        3 * mixed.loc["gradients", "ours"], rel=1e-2  # fp32 and fp16 gradients, against bf16
+        3 * mixed.loc["gradients", "ours"],
+        rel=1e-2,  # fp32 and fp16 gradients, against bf16
     )
 
 

@@ -513,3 +513,36 @@ def seed_table(summary: list[dict], keys: tuple[str, ...] = REPEATED):
     return pd.DataFrame(
         rows, columns=["method", "seeds", *keys, "domain accuracy range"]
     ).set_index("method")
+
+
+def with_fresh_memory(summary: list[dict], memory_runs: list[dict], batch: int = 8) -> list[dict]:
+    """Summary rows with `training_memory_bytes`: the loaded model plus what training added,
+    measured for each method in a fresh process (`benchmarks/memory_estimate.py`). A comparison's
+    own peak is its process's, which also holds what earlier runs in that process left."""
+    fresh = {
+        r["method"]: r["model_bytes"] + r["measured"]
+        for r in memory_runs
+        if "error" not in r and r["batch"] == batch
+    }
+    return [
+        row
+        | {
+            "training_memory_bytes": spread(
+                [fresh[row["method"]]] if row["method"] in fresh else []
+            )
+        }
+        for row in summary
+    ]
+
+
+BUDGET = ("domain_facts", "probe_items", "general_items", "batch_size", "max_length")
+
+
+def same_budget(saved: dict, profile: Profile, steps: int) -> bool:
+    """Whether a saved comparison trained and measured on this budget (data sizes and steps),
+    so that its runs can be repeated exactly here."""
+    sizes = saved["ran"]["profile"]
+    done = [r for r in saved["records"] if "error" not in r]
+    return all(sizes[k] == getattr(profile, k) for k in BUDGET) and all(
+        r["steps"] == steps for r in done
+    )

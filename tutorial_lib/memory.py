@@ -173,10 +173,14 @@ class MemoryLedger:
         return "\n".join(f"{name:<16} {n / 2**20:>9,.0f} MiB" for name, n in self.rows())
 
 
-def _layer_values_per_token(config) -> int:
-    """Values one decoder layer keeps per token for the backward pass (see `activation_bytes`)."""
+def _layer_values_per_token(config, frozen_linears: bool = False) -> int:
+    """Values one decoder layer keeps per token for the backward pass (see `activation_bytes`).
+    With `frozen_linears` the inputs of the linear layers are not kept: a frozen weight needs
+    no gradient, and the gradient of its input needs the weight only (adapters, prompts)."""
     h, i = config.hidden_size, config.intermediate_size
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    if frozen_linears:  # less the normed inputs of q/k/v and gate/up, o's input, down's input
+        return 5 * h + 2 * kv + 3 * i
     return 8 * h + 2 * kv + 4 * i
 
 
@@ -187,6 +191,7 @@ def activation_bytes(
     bytes_per_value: float = 4,
     checkpointing: bool = False,
     layers: int | None = None,
+    frozen_linears: bool = False,
 ) -> int:
     """Rough activation memory of a llama-style decoder: values saved per token per layer.
 
@@ -201,7 +206,7 @@ def activation_bytes(
     so compare it with a measured peak.
     """
     tokens = batch * seq_len
-    per_layer = _layer_values_per_token(config)
+    per_layer = _layer_values_per_token(config, frozen_linears)
     depth = config.num_hidden_layers if layers is None else min(layers, config.num_hidden_layers)
     if checkpointing:
         values = tokens * (depth * config.hidden_size + per_layer * (depth > 0))
@@ -315,6 +320,11 @@ class Architecture:
         embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
         return self.linear_params + layers * 2 * h + embeddings + h
 
+    @property
+    def linear_outputs(self) -> int:
+        """Output features of one block's linear layers together: one DoRA magnitude each."""
+        return sum(b for _, b in self.linear_shapes())
+
     def lora_params(self, rank: int) -> int:
         """LoRA's trained values on every linear layer of every block: r · (in + out) each."""
         return self.num_hidden_layers * rank * sum(a + b for a, b in self.linear_shapes())
@@ -417,6 +427,10 @@ class TrainingSetup:
     master_weights: bool | None = None  # an fp32 copy of 16-bit trained weights (mixed precision);
     #   None: yes for full fine-tuning in 16 bits, no otherwise
     gradient_checkpointing: bool = False  # keep each layer's input only; recompute the rest
+    frozen_linears: bool = False  # peft: the blocks' linear weights neither train nor carry
+    #   LoRA, so their inputs need not be kept (adapters, prompts, (IA)^3, norms, biases)
+    dora: bool = False  # lora/qlora as DoRA: a magnitude per output feature, and two more
+    #   output-sized values per adapted layer kept for the backward pass (measured here)
     backprop_layers: int | None = None  # top layers the backward pass runs through (None: all;
     #   top-layers tuning: k); `backprop_layers_of(model)` reads it off a model
     gpus: int = 1  # devices training together
@@ -445,6 +459,10 @@ class TrainingSetup:
             raise ValueError("method 'peft' needs trainable_fraction (e.g. 0.01 for 1 %)")
         if self.trainable_fraction is not None and not 0 < self.trainable_fraction <= 1:
             raise ValueError(f"trainable_fraction must be in (0, 1], got {self.trainable_fraction}")
+        if self.dora and self.method not in ("lora", "qlora"):
+            raise ValueError(
+                f"dora is a kind of LoRA: method must be lora or qlora, got {self.method!r}"
+            )
         if self.backprop_layers is not None and (
             not isinstance(self.backprop_layers, int) or self.backprop_layers < 0
         ):
@@ -538,7 +556,8 @@ def _trainable_params(n: int, arch: Architecture | None, setup: TrainingSetup) -
             f"{setup.method}'s trainable count needs the layer shapes: give an "
             "Architecture (or a name in ARCHITECTURES), or a trainable_fraction"
         )
-    return arch.lora_params(setup.rank)
+    magnitudes = arch.num_hidden_layers * arch.linear_outputs if setup.dora else 0
+    return arch.lora_params(setup.rank) + magnitudes
 
 
 def _base_weight_bytes(n: int, arch: Architecture | None, setup: TrainingSetup) -> float:
@@ -585,7 +604,13 @@ def estimate(model, setup: TrainingSetup | None = None, **knobs) -> MemoryEstima
             FLOAT_DTYPES[setup.compute_dtype],
             setup.gradient_checkpointing,
             setup.backprop_layers,
+            setup.frozen_linears,
         )
+        if setup.dora:  # DoRA's base and adapter outputs, kept for the magnitude's gradient
+            tokens, values = setup.batch * setup.seq_len, 2 * arch.linear_outputs
+            activations += int(
+                tokens * arch.num_hidden_layers * values * FLOAT_DTYPES[setup.compute_dtype]
+            )
     return MemoryEstimate(
         **{k: math.ceil(v) for k, v in parts.items()},
         activations=activations,
@@ -723,10 +748,15 @@ def accelerate_figures(model, mixed_precision: str = "float32") -> dict[str, int
     return estimate_training_usage(4 * n, mixed_precision)
 
 
+VALIDATED_WITHIN = 25  # %: every method's estimate against its measured peak on SmolLM2-135M at
+#   batch 4 and 8 (benchmarks/results/memory-estimate.json); the worst, full fine-tuning, +24 %
+
+
 ESTIMATED_AS = {  # registered method -> the estimator's method, where it has one of its own
     "full": "full",
     "lora": "lora",
     "lora-scratch": "lora",
+    "dora": "lora",
     "qlora": "qlora",
 }
 
@@ -737,23 +767,28 @@ def setup_for(model: torch.nn.Module, method: str, batch: int, seq_len: int) -> 
     share and backward depth."""
     trainable, _ = count_params(model)
     base = Architecture.from_config(model.config).n_params  # added weights are not the base's
+    arch = Architecture.from_config(model.config)
     as_ = ESTIMATED_AS.get(method, "peft")
-    if as_ == "peft" or (as_ == "lora" and not hasattr(model, "peft_config")):
-        as_ = "peft"
     rank = 8
     if hasattr(model, "peft_config"):
         rank = getattr(next(iter(model.peft_config.values())), "r", rank) or rank
+    elif as_ == "lora":  # our own LoraLinear: the rank from the count, r * (in + out) a layer
+        rank = max(1, round(trainable / arch.lora_params(1)))
     fraction = None if as_ in ("full", "lora", "qlora") else trainable / base
     compute = "fp32" if as_ == "qlora" else None
     layers = None if as_ in ("full", "lora", "qlora") else backprop_layers_of(model)
+    linears = re.compile(r"(q|k|v|o|gate|up|down)_proj\.weight$")
+    trained_linear = any(p.requires_grad and linears.search(n) for n, p in model.named_parameters())
     return TrainingSetup(
         method=as_,
+        dora=method == "dora" and as_ == "lora",
         rank=rank,
         trainable_fraction=fraction,
         batch=batch,
         seq_len=seq_len,
         compute_dtype=compute,
         backprop_layers=layers,
+        frozen_linears=as_ == "peft" and not trained_linear,
     )
 
 

@@ -239,6 +239,7 @@ AXES = {  # summary key -> (axis label, scale, higher is better)
     "retention_at_target": ("retention at matched domain accuracy", 1, True),
     "general_ce_after": ("general-text cross-entropy", 1, False),
     "peak_memory_bytes": ("peak process memory (GiB)", 2**-30, False),
+    "training_memory_bytes": ("training memory, fresh process (GiB)", 2**-30, False),
     "sec_per_step": ("seconds per step", 1, False),
     "trainable_percent": ("trainable parameters (%)", 1, False),
     "checkpoint_bytes": ("checkpoint (MiB)", 2**-20, False),
