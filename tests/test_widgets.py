@@ -95,3 +95,41 @@ def test_the_widget_updates_its_numbers_when_a_control_moves(monkeypatch):
     expected = lora_trainable(ARCHITECTURES["Llama-2-7B"], 64, "attention")
     assert box.plain.startswith(f"Llama-2-7B, r = 64, attention only: {expected:,} trainable")
     assert box._repr_mimebundle_()["text/plain"] == box.plain  # what a viewer without widgets shows
+
+
+def _summary_row(method: str, family: str, acc: float, kept: float) -> dict:
+    stats = lambda v: {"mean": v, "std": None, "min": v, "max": v}  # noqa: E731
+    row = {"method": method, "family": family, "seeds": 1}
+    row |= {"domain_accuracy_after": stats(acc), "retention": stats(kept)}
+    return row | {"peak_memory_bytes": stats(2.0**30 if method == "big" else 2.0**29)}
+
+
+SUMMARY = [
+    _summary_row("big", "full", 0.9, 0.9),
+    _summary_row("small", "additive", 0.6, 0.95),
+    _summary_row("worse", "additive", 0.5, 0.5),
+]
+
+
+def test_outside_a_kernel_the_comparison_explorer_is_a_plot():
+    from matplotlib.figure import Figure
+
+    from tutorial_lib.widgets import comparison_explorer
+
+    assert isinstance(comparison_explorer(SUMMARY), Figure)
+
+
+def test_the_comparison_explorer_redraws_for_the_methods_and_axes_picked(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    from tutorial_lib.widgets import comparison_explorer
+
+    monkeypatch.setattr(widgets, "widgets_can_render", lambda: True)
+    box = comparison_explorer(SUMMARY)
+    pick, (x_axis, y_axis) = box.children[0].children[0], box.children[0].children[1].children
+    assert box.plain.endswith("not beaten on both: big, small")
+    x_axis.value = "peak_memory_bytes"  # lower is better: "small" now beats "big" on memory
+    y_axis.value = "retention"
+    assert "x = peak_memory_bytes" in box.plain and box.plain.endswith("small")
+    pick.value = ("big", "worse")
+    assert box.plain.startswith("Comparison explorer (needs a live kernel): 2 methods")
+    assert box._repr_mimebundle_()["text/plain"] == box.plain

@@ -766,22 +766,21 @@ def setup_for(model: torch.nn.Module, method: str, batch: int, seq_len: int) -> 
     estimator's own method where it has one, else a frozen base with the measured trainable
     share and backward depth."""
     trainable, _ = count_params(model)
-    base = Architecture.from_config(model.config).n_params  # added weights are not the base's
-    arch = Architecture.from_config(model.config)
+    arch = Architecture.from_config(model.config)  # the base: added weights are not in its count
     as_ = ESTIMATED_AS.get(method, "peft")
     rank = 8
     if hasattr(model, "peft_config"):
         rank = getattr(next(iter(model.peft_config.values())), "r", rank) or rank
     elif as_ == "lora":  # our own LoraLinear: the rank from the count, r * (in + out) a layer
         rank = max(1, round(trainable / arch.lora_params(1)))
-    fraction = None if as_ in ("full", "lora", "qlora") else trainable / base
+    fraction = None if as_ in ("full", "lora", "qlora") else trainable / arch.n_params
     compute = "fp32" if as_ == "qlora" else None
     layers = None if as_ in ("full", "lora", "qlora") else backprop_layers_of(model)
     linears = re.compile(r"(q|k|v|o|gate|up|down)_proj\.weight$")
     trained_linear = any(p.requires_grad and linears.search(n) for n, p in model.named_parameters())
     return TrainingSetup(
         method=as_,
-        dora=method == "dora" and as_ == "lora",
+        dora=method == "dora",
         rank=rank,
         trainable_fraction=fraction,
         batch=batch,
@@ -794,7 +793,7 @@ def setup_for(model: torch.nn.Module, method: str, batch: int, seq_len: int) -> 
 
 def validation_table(runs: list[dict]):
     """Measured against estimated training memory (beyond the loaded weights), one row per
-    method and batch size, from `benchmarks/memory_estimate.py`'s runs; the estimate is
+    method and batch size, from `benchmarks/memory_estimate.py`'s runs on SmolLM2-135M; the estimate is
     recomputed here from each run's recorded setup, so the table shows today's estimator."""
     import pandas as pd
 

@@ -222,24 +222,36 @@ def comparison_explorer(
     import ipywidgets as w
     from IPython.display import display
 
+    class ComparisonExplorer(w.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs)
+            bundle["text/plain"] = self.plain  # what GitHub and nbconvert show
+            return bundle
+
     names = [r["method"] for r in done]
     pick = w.SelectMultiple(options=names, value=tuple(names), rows=8, description="methods")
     x_axis = w.Dropdown(options=list(AXES), value=x, description="x")
     y_axis = w.Dropdown(options=list(AXES), value=y, description="y")
     out = w.Output()
 
+    box = ComparisonExplorer([w.HBox([pick, w.VBox([x_axis, y_axis])]), out])
+
     def update(_=None) -> None:
         rows = [r for r in done if r["method"] in pick.value]
+        front = _front(rows, x_axis.value, y_axis.value) if rows else []
+        box.plain = (
+            f"Comparison explorer (needs a live kernel): {len(rows)} methods, "
+            f"x = {x_axis.value}, y = {y_axis.value}; not beaten on both: {', '.join(front)}"
+        )
         with out:
             out.clear_output(wait=True)
             if rows:
-                front = _front(rows, x_axis.value, y_axis.value)
                 display(method_scatter(rows, x_axis.value, y_axis.value, front=front))
 
     for control in (pick, x_axis, y_axis):
         control.observe(update, names="value")
     update()
-    return w.VBox([w.HBox([pick, w.VBox([x_axis, y_axis])]), out])
+    return box
 
 
 def _front(rows: list[dict], x: str, y: str) -> list[str]:
