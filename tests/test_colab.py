@@ -24,9 +24,7 @@ BADGE_LINK = re.compile(r"\]\((https://colab\.research\.google\.com/github/[^)]+
 
 # Lessons committed before the Colab cells existed. Strict: a lesson that gains the cells fails
 # here until its name is removed, so this list cannot go stale.
-PENDING_COLAB_CELLS = {
-    "02_catastrophic_forgetting.ipynb",
-}
+PENDING_COLAB_CELLS: set[str] = set()
 
 
 def _params():
@@ -178,3 +176,27 @@ def test_setup_cell_passes_the_house_lint(tmp_path):
             text=True,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_lesson_table_is_the_generated_one():
+    """Every lesson has its Colab and Binder links and its measured time and memory, read from
+    benchmarks/results: refresh with `python -m tutorial_lib.delivery table`."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(delivery.LESSON_TABLE_START, 1)[1].split(delivery.LESSON_TABLE_END)[0]
+    assert block.strip() == delivery.lessons_table(), "run: python -m tutorial_lib.delivery table"
+    for path in NOTEBOOKS:
+        assert delivery.colab_url(path) in block and delivery.binder_url(path) in block
+
+
+def test_refreshing_the_table_rewrites_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Title\n\n{delivery.LESSON_TABLE_START}\nstale\n{delivery.LESSON_TABLE_END}\n\nrest\n"
+    )
+    assert delivery.refresh_readme_table(readme, ROOT)
+    text = readme.read_text()
+    assert text.startswith("# Title\n") and text.endswith("\n\nrest\n") and "stale" not in text
+    assert not delivery.refresh_readme_table(readme, ROOT)  # already fresh
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="lacks the lesson-table markers"):
+        delivery.refresh_readme_table(readme, ROOT)
