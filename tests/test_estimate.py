@@ -377,3 +377,15 @@ def test_the_ddp_figure_matches_two_processes_started_by_torchrun(method, tmp_pa
         run = json.loads((tmp_path / f"rank-{rank}.json").read_text())
         assert run["world_size"] == 2 and run["setup"]["batch"] == 4  # the batch is split
         assert run["estimated"] == pytest.approx(run["measured"], rel=DDP_TOLERANCE), run
+
+
+def test_the_sharding_table_sets_layouts_of_one_setup_side_by_side():
+    from tutorial_lib.memory import sharding_table
+
+    knobs = dict(method="full", dtype="bf16", batch=1, seq_len=512, gradient_checkpointing=True)
+    table = sharding_table("Llama-2-7B", **knobs)
+    one = estimate("Llama-2-7B", **knobs)
+    assert table.loc[(1, "none"), "total"] == pytest.approx(one.total / GiB, abs=0.01)
+    assert table.loc[(8, "fsdp"), "weights"] == pytest.approx(one.weights / GiB / 8, abs=0.01)
+    assert table.loc[(2, "ddp"), "gradients"] == pytest.approx(2 * one.gradients / GiB, abs=0.01)
+    assert table.loc[(8, "fsdp"), "activations"] == table.loc[(1, "none"), "activations"]

@@ -721,6 +721,29 @@ def trainable_table(models: dict[str, torch.nn.Module]):
     return pd.DataFrame(rows).set_index("method")
 
 
+def sharding_table(
+    model="Llama-2-7B",
+    layouts: tuple[tuple[int, str], ...] = (
+        (1, "none"),
+        (2, "ddp"),
+        (2, "fsdp"),
+        (8, "ddp"),
+        (8, "fsdp"),
+    ),
+    **knobs,
+):
+    """GiB per device of each part, for each (GPUs, sharding) layout of the same training setup
+    (`knobs` as for `estimate`): what one machine more, or sharding, changes."""
+    import pandas as pd
+
+    rows = []
+    for gpus, sharding in layouts:
+        est = estimate(model, gpus=gpus, sharding=sharding, **knobs)
+        parts = {part: n / 2**30 for part, n in est.rows()}
+        rows.append({"GPUs": gpus, "sharding": sharding} | parts)
+    return pd.DataFrame(rows).set_index(["GPUs", "sharding"]).round(2)
+
+
 def backprop_layers_of(model: torch.nn.Module) -> int:
     """How many of the top decoder layers a backward pass runs through: from the lowest layer
     holding a trained weight up; all of them if anything below the layers trains (embeddings,
