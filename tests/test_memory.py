@@ -174,3 +174,45 @@ def test_trainable_table_says_where_an_adapters_weights_sit(tiny):
     table = trainable_table({"adapter": adapted})
     assert table.loc["adapter", "trainable params"] == count_params(adapted)[0]
     assert "layers.*.mlp.adapter.up.weight" in table.loc["adapter", "where (params)"]
+
+
+@pytest.mark.parametrize(
+    "limit, usage, left",
+    [
+        ("2147483648", "536870912", 1536 * 2**20),  # a 2 GiB container using 0.5 GiB
+        ("max", "536870912", None),  # cgroup v2 without a limit
+        ("9223372036854771712", "1", None),  # cgroup v1's "unlimited"
+    ],
+)
+def test_a_containers_memory_limit_caps_what_a_run_may_use(
+    tmp_path, monkeypatch, limit, usage, left
+):
+    from tutorial_lib import memory
+
+    (tmp_path / "max").write_text(limit + "\n")
+    (tmp_path / "current").write_text(usage + "\n")
+    files = (
+        (str(tmp_path / "none"), str(tmp_path / "none")),
+        (str(tmp_path / "max"), str(tmp_path / "current")),
+    )
+    monkeypatch.setattr(
+        memory, "CGROUP_FILES", files
+    )  # the first pair is absent: the second is read
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    assert memory.container_memory_left() == left
+    available = memory.available_memory(torch.device("cpu"))
+    assert available <= left if left is not None else available > 0
+
+
+def test_preflight_refuses_a_run_a_small_container_would_kill(tiny, monkeypatch, tmp_path):
+    from tutorial_lib import memory
+
+    (tmp_path / "max").write_text(str(64 * 2**20))  # a 64 MiB container, already full
+    (tmp_path / "current").write_text(str(64 * 2**20))
+    monkeypatch.setattr(
+        memory, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),)
+    )
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    model, _ = tiny
+    with pytest.raises(WontFitError, match="only 0 MiB"):
+        preflight(estimate_training_memory(model, batch=2, seq_len=16), torch.device("cpu"))

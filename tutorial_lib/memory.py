@@ -235,8 +235,35 @@ def estimate_training_memory(model, batch: int, seq_len: int, bf16: bool = False
 LIMIT_ENV = "TUTORIAL_MEMORY_LIMIT_MB"
 
 
+CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def container_memory_left() -> int | None:
+    """Bytes the container's memory limit still allows (Binder's 1-2 GB sessions set one, and a
+    process past it is killed, not warned); None where there is no limit or it cannot be read."""
+    import psutil
+
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if not text.isdigit() or int(text) >= psutil.virtual_memory().total:
+            return None  # "max", or v1's "unlimited" (a number near 2**63)
+        try:
+            used = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            used = 0
+        return max(0, int(text) - used)
+    return None
+
+
 def available_memory(device: torch.device) -> int:
-    """Free memory a run can use: free VRAM on CUDA, available RAM otherwise.
+    """Free memory a run can use: free VRAM on CUDA, else available RAM within the container's
+    memory limit, if it has one.
 
     $TUTORIAL_MEMORY_LIMIT_MB caps it, to rehearse a smaller machine (and to test the preflight).
     """
@@ -246,6 +273,8 @@ def available_memory(device: torch.device) -> int:
         import psutil
 
         free = psutil.virtual_memory().available
+        left = container_memory_left()
+        free = free if left is None else min(free, left)
     limit = os.environ.get(LIMIT_ENV)
     return min(free, int(float(limit) * 2**20)) if limit else free
 
