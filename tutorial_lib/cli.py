@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: the method's)")
     train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
     train.add_argument(
+        "--batch-size", type=_positive_int, help="sequences per step (default: profile's)"
+    )
+    train.add_argument(
+        "--eval-batch-size",
+        type=_positive_int,
+        help="sequences per evaluation pass (default: profile's); smaller needs less memory",
+    )
+    train.add_argument(
         "--task",
         type=_task,
         metavar="NAME",
@@ -261,9 +269,12 @@ def cmd_train(args) -> None:
         task=args.task or TASKS[0],
     )
     print(f"run: {spec}", file=sys.stderr)
+    sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
     result = run_experiment(
         spec,
-        profile=get_profile(args.profile),
+        profile=get_profile(args.profile).with_overrides(
+            **{k: v for k, v in sizes.items() if v is not None}
+        ),
         model_name=args.model or DEFAULT_MODEL,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,

@@ -1,0 +1,174 @@
+"""Will this lesson fit here? Each lesson's first cell asks, before anything big is loaded.
+
+A public Binder session has 1-2 GB and kills a process that goes past it; a lesson's kernel
+peaks at 1.7-6.5 GiB (measured on 2 cores, committed in benchmarks/results). `check_lesson`
+sets the lesson's measured peak against the memory this machine lets the kernel use (the
+container's cgroup limit, or $TUTORIAL_MEMORY_LIMIT_MB, or free GPU memory, as the training
+preflight reads them) and, where it will not fit, stops "Run all" with a `WontFitError` that
+names what does fit: a smaller profile, or a measured short run from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from tutorial_lib.config import PROFILE_ENV, PROFILES, get_profile
+from tutorial_lib.memory import LIMIT_ENV, WontFitError, available_memory, container_memory_left
+
+HEADROOM = 0.9  # as the training preflight: leave a tenth for what the measurement missed
+ROUTES_FILE = "small-memory.json"
+GiB = 2**30
+
+
+def results_dir():
+    """benchmarks/results of the clone (beside the data folder, so a Colab clone finds it too)."""
+    from tutorial_lib.data import data_dir
+
+    return data_dir().parent / "benchmarks" / "results"
+
+
+def _read(name: str) -> dict:
+    path = results_dir() / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def lesson_peaks(lesson: str) -> dict[str, int]:
+    """The lesson's kernel peak in bytes per profile, as measured on 2 cores and committed."""
+    peaks = {}
+    for profile in PROFILES:
+        result = _read(f"lessons-{profile}.json").get("lessons", {}).get(lesson) or {}
+        if result.get("kernel_peak_rss_mb"):
+            peaks[profile] = int(result["kernel_peak_rss_mb"] * 2**20)
+    return peaks
+
+
+def small_routes() -> list[dict]:
+    """Short command-line runs with their measured whole-process peak (benchmarks/small_memory.py)."""
+    return [r for r in _read(ROUTES_FILE).get("routes", []) if "error" not in r]
+
+
+def limit_source(device: torch.device) -> str:
+    """Which limit `available_memory` applies, in words a learner can act on."""
+    if os.environ.get(LIMIT_ENV):
+        return f"{LIMIT_ENV}={os.environ[LIMIT_ENV]}"
+    if device.type == "cuda":
+        return f"free memory of {torch.cuda.get_device_name(device)}"
+    return "the container's memory limit" if container_memory_left() is not None else "free RAM"
+
+
+def held_now(device: torch.device) -> int:
+    """Bytes this process already holds, which the measured peak includes but `free` does not."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+@dataclass(frozen=True)
+class LessonFit:
+    """One lesson's measured peaks against the memory this process may still use."""
+
+    lesson: str
+    profile: str
+    device: str
+    free: int  # bytes this process may still use
+    held: int  # bytes it already holds
+    source: str  # where `free` comes from
+    peaks: dict[str, int] = field(default_factory=dict)  # bytes per profile
+    routes: list[dict] = field(default_factory=list)
+
+    def fits(self, profile: str | None = None) -> bool | None:
+        """Whether the profile's measured peak fits; None where it was never measured."""
+        peak = self.peaks.get(profile or self.profile)
+        if peak is None:
+            return None
+        return peak - self.held <= HEADROOM * self.free
+
+    def routes_that_fit(self) -> list[dict]:
+        """Command-line runs (fresh processes) whose measured peak fits, the largest first."""
+        fitting = [r for r in self.routes if r["peak_rss_mib"] * 2**20 <= HEADROOM * self.free]
+        return sorted(fitting, key=lambda r: -r["peak_rss_mib"])
+
+    def report(self) -> str:
+        """What a learner reads in the first cell: the numbers, the verdict, and what to do."""
+        room = f"{(self.held + self.free) / GiB:.1f} GiB ({self.source})"
+        if self.profile not in self.peaks:
+            return (
+                f"{self.lesson}: no measured peak committed for the {self.profile} profile, "
+                f"so nothing to check; this process may use up to {room}."
+            )
+        measured = ", ".join(f"{p} {b / GiB:.1f} GiB" for p, b in sorted(self.peaks.items()))
+        lines = [
+            f"{self.lesson}, {self.profile} profile, on {self.device}.",
+            f"Measured peak of the whole lesson (kernel memory on 2 CPU cores): {measured}.",
+            f"This process may use up to {room}.",
+        ]
+        if self.device.startswith("cuda"):
+            suits = [
+                p for p in sorted(self.peaks, key=self.peaks.get, reverse=True) if self.fits(p)
+            ]
+            lines.append(
+                "The CPU peak bounds what this GPU must hold (it includes Python and torch); "
+                + (f"the {suits[0]} profile suits it." if suits else "no profile fits it.")
+            )
+        if self.fits():
+            spare = self.held + self.free - self.peaks[self.profile]
+            lines.append(f"It fits, with about {spare / GiB:.1f} GiB to spare.")
+            return "\n".join(lines)
+        lines.append(
+            "It will NOT fit: run whole, it would be killed partway. What fits here instead:"
+        )
+        smaller = [p for p in self.peaks if p != self.profile and self.fits(p)]
+        for p in smaller:
+            lines.append(
+                f"- the {p} profile (peak {self.peaks[p] / GiB:.1f} GiB): run `%env {PROFILE_ENV}={p}` "
+                "in a cell, then this cell and the rest again;"
+            )
+        for r in self.routes_that_fit():
+            lines.append(
+                f"- in a terminal: `{r['command']}` ({r['steps']} steps, peak "
+                f"{r['peak_rss_mib'] / 1024:.1f} GiB measured with the model load);"
+            )
+        lines.append(
+            "- reading the lesson as committed: every output in it is from a full run on 2 CPU cores."
+        )
+        lines.append("To try anyway, run the cells one at a time: this check stops only Run All.")
+        return "\n".join(lines)
+
+
+def lesson_fit(
+    lesson: str, profile: str | None = None, device: torch.device | None = None
+) -> LessonFit:
+    """Measure the room here and set it beside the lesson's committed peaks."""
+    from tutorial_lib.device import get_device
+
+    device = device or get_device()
+    return LessonFit(
+        lesson=lesson,
+        profile=get_profile(profile).name,
+        device=str(device),
+        free=available_memory(device),
+        held=held_now(device),
+        source=limit_source(device),
+        peaks=lesson_peaks(lesson),
+        routes=small_routes(),
+    )
+
+
+class LessonWontFitError(WontFitError):
+    """A lesson whose measured peak is beyond this machine's memory: stopped before it starts."""
+
+
+def check_lesson(
+    lesson: str, profile: str | None = None, device: torch.device | None = None
+) -> None:
+    """Print whether the lesson fits; raise `LessonWontFitError` (stopping Run All) if it does not."""
+    fit = lesson_fit(lesson, profile, device)
+    if fit.fits() is False:
+        raise LessonWontFitError(fit.report())
+    print(fit.report())
