@@ -10,6 +10,7 @@ import pytest
 matplotlib.use("Agg")
 
 from tutorial_lib import depth, forgetting  # noqa: E402
+from tutorial_lib.methods import REGISTRY  # noqa: E402
 from tutorial_lib.methods.selective import ChosenLayersConfig, TopLayersConfig  # noqa: E402
 
 
@@ -37,6 +38,20 @@ def test_configured_builds_the_methods_config_from_json_fields():
     assert seen["method_config"] == ChosenLayersConfig(layers=(9,))
     run(method="ln-tuning")
     assert seen["method_config"] is None  # the method's default config
+
+
+def test_sweep_configs_round_trip_through_json_to_the_methods_config():
+    seen = {}
+    run = depth.configured(lambda **kwargs: seen.update(kwargs) or {})
+    for config, expected in (
+        (depth.top_layers(1, 1e-3), TopLayersConfig(k=1)),
+        (depth.one_block(9, 3e-4), ChosenLayersConfig(layers=(9,))),
+    ):
+        stored = json.loads(json.dumps(config))  # as the sweep's cache keeps it
+        run(**stored)
+        assert seen["method_config"] == expected and seen["lr"] == config["lr"]
+    assert depth.top_layers(1, 1e-3)["label"] == "top-layers k=1, lr 0.001"  # lesson 04's rows
+    assert depth.one_block(29, 1e-3)["label"] == "block 29"
 
 
 def test_each_config_is_its_own_variant():
@@ -97,15 +112,7 @@ def test_a_cached_depth_sweep_on_the_tiny_model(tiny, tmp_path):
     run = depth.configured(
         partial(summarised_run, steps=1, profile=profile, model_name=str(tmp_path / "tiny"))
     )
-    configs = [
-        {
-            "label": f"block {i}",
-            "group": "one block",
-            "method": "chosen-layers",
-            "method_fields": {"layers": [i]},
-        }
-        for i in (0, 1)
-    ]
+    configs = [depth.one_block(i, REGISTRY["chosen-layers"].default_lr) for i in (0, 1)]
     fresh = forgetting.run_sweep(configs, run, tmp_path / "runs.jsonl")
     cached = forgetting.run_sweep(
         configs, lambda **_: pytest.fail("rerun"), tmp_path / "runs.jsonl"

@@ -3,7 +3,7 @@
 A learning-rate sweep varies a number; these sweeps vary the method's config (`top-layers` k,
 `chosen-layers` layers). Three small helpers keep such sweeps in the library's usual shape:
 `configured` lets a cached sweep (`forgetting.run_sweep`, JSON configs) name a config by its
-fields, `by_variant` makes each config its own row in `forgetting.matched_table`, and `by_depth`
+fields (`top_layers` and `one_block` write such configs), `by_variant` makes each config its own row in `forgetting.matched_table`, and `by_depth`
 plots a one-block-at-a-time sweep against the block's depth.
 """
 
@@ -24,6 +24,28 @@ def configured(run: Callable[..., dict]) -> Callable[..., dict]:
         return run(method=method, method_config=config, **kwargs)
 
     return wrapped
+
+
+def top_layers(k: int, lr: float) -> dict:
+    """A `run_sweep` config training the last k blocks; one (k, rate) is one label, trained once."""
+    return {
+        "label": f"top-layers k={k}, lr {lr:.2g}",
+        "group": "top-layers",
+        "method": "top-layers",
+        "method_fields": {"k": k},
+        "lr": lr,
+    }
+
+
+def one_block(block: int, lr: float) -> dict:
+    """A `run_sweep` config training only `block` (0 = input side), for `by_depth`."""
+    return {
+        "label": f"block {block}",
+        "group": "one block",
+        "method": "chosen-layers",
+        "method_fields": {"layers": [block]},  # a list: the sweep's configs are JSON
+        "lr": lr,
+    }  # fmt: skip  (a list: configs are JSON)
 
 
 def _fields(run: dict) -> dict:
