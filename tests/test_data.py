@@ -228,3 +228,9 @@ def test_data_without_a_system_prompt_gets_the_templates_default(tmp_path):
     (tmp_path / "system_prompt.txt").write_text("x" * (data.MAX_FIELD_CHARS + 1))
     with pytest.raises(DataFormatError, match="system_prompt.txt, line 1"):
         data.system_prompt(tmp_path / "system_prompt.txt")
+
+
+def test_results_sit_beside_the_data_folder_even_when_it_moves(monkeypatch, tmp_path):
+    assert (data.results_dir() / "lessons-full.json").is_file()  # the committed lesson times
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "clone" / "data"))  # as the Colab cell sets it
+    assert data.results_dir() == tmp_path / "clone" / "benchmarks" / "results"

@@ -380,11 +380,11 @@ COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutoria
 
 
 def committed(name: str = COMMITTED) -> dict:
-    """A comparison committed under benchmarks/results (beside the data folder, so a Colab clone
-    finds it too): what it ran, how, and on what machine."""
-    from tutorial_lib.data import data_dir
+    """A comparison committed under benchmarks/results (`data.results_dir`): what it ran, how,
+    and on what machine."""
+    from tutorial_lib.data import results_dir
 
-    path = data_dir().parent / "benchmarks" / "results" / name
+    path = results_dir() / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: it comes with a clone of the repository; "

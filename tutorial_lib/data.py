@@ -35,6 +35,11 @@ def data_dir() -> Path:
     return folder
 
 
+def results_dir() -> Path:
+    """The committed benchmark results, beside the data folder, so a Colab clone finds them too."""
+    return data_dir().parent / "benchmarks" / "results"
+
+
 TASKS = ("tarnwick", "brimvale")  # one invented company each; the first is the default
 
 

@@ -17,18 +17,12 @@ from dataclasses import dataclass, field
 import torch
 
 from tutorial_lib.config import PROFILE_ENV, PROFILES, get_profile
+from tutorial_lib.data import results_dir
 from tutorial_lib.memory import LIMIT_ENV, WontFitError, available_memory, container_memory_left
 
 HEADROOM = 0.9  # as the training preflight: leave a tenth for what the measurement missed
 ROUTES_FILE = "small-memory.json"
 GiB = 2**30
-
-
-def results_dir():
-    """benchmarks/results of the clone (beside the data folder, so a Colab clone finds it too)."""
-    from tutorial_lib.data import data_dir
-
-    return data_dir().parent / "benchmarks" / "results"
 
 
 def _read(name: str) -> dict:
