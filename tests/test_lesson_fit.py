@@ -25,9 +25,14 @@ from tutorial_lib.lesson_fit import (
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GiB = 2**30
-PENDING_CHECK = {
-    nb.stem for nb in NOTEBOOKS
-}  # not yet re-executed with the check; shrinks to empty
+PENDING_CHECK = {  # not yet re-executed with the check; shrinks to empty
+    "02_catastrophic_forgetting",
+    "03_additive_methods",
+    "04_selective_methods",
+    "05_lora",
+    "06_qlora",
+    "07_choosing_a_method",
+}
 CHECK_CELL = 'from tutorial_lib.lesson_fit import check_lesson\n\ncheck_lesson("{stem}")'
 
 
