@@ -25,9 +25,6 @@ from tutorial_lib.lesson_fit import (
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GiB = 2**30
-PENDING_CHECK = {  # not yet re-executed with the check; shrinks to empty
-    "07_choosing_a_method",
-}
 CHECK_CELL = 'from tutorial_lib.lesson_fit import check_lesson\n\ncheck_lesson("{stem}")'
 
 
@@ -124,8 +121,6 @@ def test_committed_routes_fit_a_two_gigabyte_session_and_parse():
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_check_is_each_lessons_first_cell_after_the_colab_setup(nb):
-    if nb.stem in PENDING_CHECK:
-        pytest.xfail("not yet re-executed with the memory check")
     code = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
     assert code[0].get("id") == "colab-setup"
     assert code[1].source == CHECK_CELL.format(stem=nb.stem)
@@ -133,8 +128,6 @@ def test_the_check_is_each_lessons_first_cell_after_the_colab_setup(nb):
 
 def test_a_lesson_under_a_small_limit_stops_at_its_first_cell_and_runs_nothing_else(tmp_path):
     """Lesson 00 in a real kernel, quick profile, 1.9 GB declared: stopped with the routes."""
-    if NOTEBOOKS[0].stem in PENDING_CHECK:
-        pytest.xfail("lesson 00 not yet re-executed with the memory check")
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
     script = tmp_path / "run.py"
     script.write_text(
