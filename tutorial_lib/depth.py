@@ -3,8 +3,9 @@
 A learning-rate sweep varies a number; these sweeps vary the method's config (`top-layers` k,
 `chosen-layers` layers). Three small helpers keep such sweeps in the library's usual shape:
 `configured` lets a cached sweep (`forgetting.run_sweep`, JSON configs) name a config by its
-fields (`top_layers` and `one_block` write such configs), `by_variant` makes each config its own row in `forgetting.matched_table`, and `by_depth`
-plots a one-block-at-a-time sweep against the block's depth.
+fields (`top_layers` and `one_block` write such configs), `by_variant` makes each config its own
+row in `forgetting.matched_table`, and `by_depth` plots a one-block-at-a-time sweep against the
+block's depth.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def one_block(block: int, lr: float) -> dict:
         "method": "chosen-layers",
         "method_fields": {"layers": [block]},  # a list: the sweep's configs are JSON
         "lr": lr,
-    }  # fmt: skip  (a list: configs are JSON)
+    }
 
 
 def _fields(run: dict) -> dict:

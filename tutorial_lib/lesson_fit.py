@@ -1,7 +1,7 @@
 """Will this lesson fit here? Each lesson's first cell asks, before anything big is loaded.
 
 A public Binder session has 1-2 GB and kills a process that goes past it; a lesson's kernel
-peaks at 1.7-6.5 GiB (measured on 2 cores, committed in benchmarks/results). `check_lesson`
+peaks at about 2-7 GiB (measured on 2 cores, committed in benchmarks/results). `check_lesson`
 sets the lesson's measured peak against the memory this machine lets the kernel use (the
 container's cgroup limit, or $TUTORIAL_MEMORY_LIMIT_MB, or free GPU memory, as the training
 preflight reads them) and, where it will not fit, stops "Run all" with a `WontFitError` that
@@ -115,7 +115,7 @@ class LessonFit:
             lines.append(f"It fits, with about {spare / GiB:.1f} GiB to spare.")
             return "\n".join(lines)
         lines.append(
-            "It will NOT fit: run whole, it would be killed partway. What fits here instead:"
+            "It will NOT fit: run whole, it would run out of memory partway. What fits here instead:"
         )
         smaller = [p for p in self.peaks if p != self.profile and self.fits(p)]
         for p in smaller:
