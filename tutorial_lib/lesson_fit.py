@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,16 +26,21 @@ ROUTES_FILE = "small-memory.json"
 GiB = 2**30
 
 
-def _read(name: str) -> dict:
-    path = results_dir() / name
+def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def measured_lessons(profile: str, folder: Path | None = None) -> dict[str, dict]:
+    """Each lesson's committed run in one profile (`benchmarks/run.py --lessons`), by notebook
+    name; `folder` defaults to `data.results_dir()`."""
+    return _read((folder or results_dir()) / f"lessons-{profile}.json").get("lessons", {})
 
 
 def lesson_peaks(lesson: str) -> dict[str, int]:
     """The lesson's kernel peak in bytes per profile, as measured on 2 cores and committed."""
     peaks = {}
     for profile in PROFILES:
-        result = _read(f"lessons-{profile}.json").get("lessons", {}).get(lesson) or {}
+        result = measured_lessons(profile).get(lesson) or {}
         if result.get("kernel_peak_rss_mb"):
             peaks[profile] = int(result["kernel_peak_rss_mb"] * 2**20)
     return peaks
@@ -42,7 +48,7 @@ def lesson_peaks(lesson: str) -> dict[str, int]:
 
 def small_routes() -> list[dict]:
     """Short command-line runs with their measured whole-process peak (benchmarks/small_memory.py)."""
-    return [r for r in _read(ROUTES_FILE).get("routes", []) if "error" not in r]
+    return [r for r in _read(results_dir() / ROUTES_FILE).get("routes", []) if "error" not in r]
 
 
 def limit_source(device: torch.device) -> str:
