@@ -1,9 +1,11 @@
-"""Profiles: one place that sizes every lesson, so `quick` (CI) and `full` (learners) share one code path."""
+"""Profiles and lesson budgets: one place that sizes every lesson, so `quick` (CI) and `full`
+(learners) share one code path."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 PROFILE_ENV = "TUTORIAL_PROFILE"
 
@@ -70,3 +72,70 @@ def get_profile(name: str | None = None) -> Profile:
             f"unknown profile {name!r}; allowed: {', '.join(PROFILES)} "
             f"(set {PROFILE_ENV}=quick for a fast smoke run)"
         ) from None
+
+
+# --- lesson budgets -------------------------------------------------------------------------
+# What each lesson changes in its profile: sizes only, never the code. The method lessons
+# (03-07) share one budget, so their runs compare across lessons and with lesson 07's committed
+# comparison (`compare.committed()`, run at METHOD_LESSON's `full` sizes; a test checks it).
+
+Budget = Mapping[str, Mapping[str, int | None]]  # profile name -> Profile fields it overrides
+
+METHOD_LESSON_QUICK = dict(
+    domain_facts=1, train_steps=2, batch_size=2, probe_items=8, general_items=1
+)
+METHOD_LESSON: Budget = {
+    "full": dict(domain_facts=14, train_steps=28, probe_items=120, general_items=16),  # 4 passes
+    "quick": METHOD_LESSON_QUICK,
+}
+
+LESSON_BUDGETS: dict[str, Budget] = {
+    "00": {"full": {}, "quick": {}},  # the profile as it is
+    "01": {
+        "full": dict(domain_facts=55, train_steps=110, general_items=110),  # 4 passes, 220 chats
+        "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
+    },
+    "02": {
+        "full": dict(domain_facts=14, train_steps=28, general_items=32, replay_items=48),
+        "quick": {**METHOD_LESSON_QUICK, "probe_items": 16, "general_items": 2, "replay_items": 2},
+    },
+    "03": METHOD_LESSON,
+    "04": METHOD_LESSON,
+    "05": METHOD_LESSON,
+    "06": {  # all 360 probe items and lesson 02's passages: QLoRA's change is measured as 02's
+        "full": dict(domain_facts=14, train_steps=28, general_items=32),
+        "quick": METHOD_LESSON_QUICK,
+    },
+    "07": METHOD_LESSON,
+}
+
+
+def lesson_profile(lesson: str, base: Profile | None = None) -> Profile:
+    """Lesson `lesson`'s sizes ("03" or "03_additive_methods"), on `base` (default: the profile
+    `get_profile()` picks); the result keeps the base profile's name."""
+    base = base or get_profile()
+    budget = LESSON_BUDGETS.get(str(lesson)[:2])
+    if budget is None:
+        raise ValueError(f"unknown lesson {lesson!r}; allowed: {', '.join(LESSON_BUDGETS)}")
+    if base.name not in budget:
+        raise ValueError(
+            f"lesson {lesson} has no budget for profile {base.name!r}; allowed: {', '.join(budget)}"
+        )
+    return base.with_overrides(**budget[base.name])
+
+
+def _check_budgets() -> None:
+    """Every budget names only Profile fields, for every profile, and gives a valid Profile."""
+    known = {f.name for f in fields(Profile)} - {"name"}
+    for lesson, budget in LESSON_BUDGETS.items():
+        if set(budget) != set(PROFILES):
+            raise ValueError(
+                f"lesson {lesson}'s budget covers {sorted(budget)}, not {sorted(PROFILES)}"
+            )
+        for name, sizes in budget.items():
+            if unknown := set(sizes) - known:
+                raise ValueError(f"lesson {lesson} ({name}) sets unknown sizes {sorted(unknown)}")
+            PROFILES[name].with_overrides(**sizes)  # runs Profile's own checks
+
+
+_check_budgets()
