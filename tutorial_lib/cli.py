@@ -244,6 +244,7 @@ def cmd_train(args) -> None:
     from tutorial_lib.config import get_profile
     from tutorial_lib.data import TASKS
     from tutorial_lib.device import fast_bf16
+    from tutorial_lib.evaluate import run_report
     from tutorial_lib.experiment import run_experiment
     from tutorial_lib.methods import get_method
     from tutorial_lib.models import DEFAULT_MODEL
@@ -280,28 +281,7 @@ def cmd_train(args) -> None:
         resume=args.resume,
     )
     s = result.summary()
-    print(
-        f"method {s['method']}  task {spec.task}  lr {s['lr']:g}  steps {s['steps']}"
-        + "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
-        + ("  bf16 autocast" if s["bf16"] else "")
-        + ("  (interrupted)" if s["interrupted"] else "")
-    )
-    print(
-        f"trainable        {s['trainable_params']:,} of {s['total_params']:,} "
-        f"({s['trainable_percent']:.2f} %)"
-    )
-    print(f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}")
-    print(f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}")
-    print(
-        f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
-        f"  (retention {s['retention']:.3f})"
-    )
-    print(f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}")
-    print(f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s")
-    print(
-        f"peak memory      {s['peak_memory_bytes'] / 2**20:.0f} MiB;"
-        f" checkpoint {s['checkpoint_bytes'] / 2**20:.1f} MiB"
-    )
+    print(run_report(s, spec.task))
     _write_json(args.json, s)
 
 

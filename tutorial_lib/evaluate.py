@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tutorial_lib import stopwatch
 from tutorial_lib.data import render_prompt
 from tutorial_lib.scoring import eval_mode, progress, score_choices
+from tutorial_lib.units import mib
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
 DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
@@ -198,6 +199,15 @@ class Evaluation:
             "general_ce": self.general_ce,
         }
 
+    def report(self) -> str:
+        """The baseline as the lessons print it: domain, probe (± its standard error), general."""
+        probe = self.probe
+        return (
+            f"domain accuracy {self.domain.accuracy:.3f} on {len(self.domain.ids)} held-out questions\n"
+            f"probe accuracy  {probe.accuracy:.3f} ± {probe.stderr:.3f} on {len(probe.ids)} items\n"
+            f"general text CE {self.general_ce:.3f} nats/token"
+        )
+
 
 def evaluate_model(model, tokenizer, probe, domain, general, batch_size: int = 32) -> Evaluation:
     """Probe, domain and general-text scores of the model as it is now."""
@@ -290,3 +300,26 @@ def side_by_side(
         for q in questions
     ]
     return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})
+
+
+def run_report(s: dict, task: str) -> str:
+    """A run's before/after as `tutorial-lib train` prints it, from `ExperimentResult.summary()`."""
+    options = "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
+    return "\n".join(
+        [
+            f"method {s['method']}  task {task}  lr {s['lr']:g}  steps {s['steps']}"
+            + options
+            + ("  bf16 autocast" if s["bf16"] else "")
+            + ("  (interrupted)" if s["interrupted"] else ""),
+            f"trainable        {s['trainable_params']:,} of {s['total_params']:,} "
+            f"({s['trainable_percent']:.2f} %)",
+            f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}",
+            f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}",
+            f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
+            f"  (retention {s['retention']:.3f})",
+            f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}",
+            f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s",
+            f"peak memory      {mib(s['peak_memory_bytes']):.0f} MiB;"
+            f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",
+        ]
+    )
