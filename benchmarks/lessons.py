@@ -83,7 +83,7 @@ def breakdown(lesson_seconds: float, log: Path) -> dict[str, float]:
     }
 
 
-def children_peak_rss_mb(parent: int) -> float:
+def children_peak_rss_mib(parent: int) -> float:
     """Largest peak resident memory (VmHWM) among the direct children of `parent`, in MiB: the
     kernel's high-water mark, which is what a container's memory limit is checked against."""
     peak = 0.0
@@ -103,12 +103,12 @@ def children_peak_rss_mb(parent: int) -> float:
 def kernel_peak_watch(every: float = 0.5) -> Iterator[dict[str, float]]:
     """Poll the kernels' VmHWM while a notebook runs (Linux only; 0 elsewhere). The high-water
     mark only rises, so the last reading before the kernel exits is its peak."""
-    seen = {"peak_rss_mb": 0.0}
+    seen = {"peak_rss_mib": 0.0}
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(every):
-            seen["peak_rss_mb"] = max(seen["peak_rss_mb"], children_peak_rss_mb(os.getpid()))
+            seen["peak_rss_mib"] = max(seen["peak_rss_mib"], children_peak_rss_mib(os.getpid()))
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
@@ -156,7 +156,7 @@ def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Pat
     target = target_seconds(path, profile)
     return {
         **breakdown(seconds, log),
-        "kernel_peak_rss_mb": round(memory["peak_rss_mb"], 1),
+        "kernel_peak_rss_mib": round(memory["peak_rss_mib"], 1),
         "profile": profile,
         "target_seconds": target,
         "met": error is None and seconds <= target,

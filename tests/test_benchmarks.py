@@ -316,7 +316,7 @@ def test_lessons_are_timed_per_category_and_leave_everything_as_it_was(run, less
         assert sum(row[f"{p}_seconds"] for p in parts) == pytest.approx(row["lesson_seconds"])
         assert (row["profile"], row["target_seconds"], row["error"]) == ("quick", 150, None)
         assert row["met"] == (row["lesson_seconds"] <= 150)
-        assert 20 < row["kernel_peak_rss_mb"] < 4000  # a python kernel's high-water mark
+        assert 20 < row["kernel_peak_rss_mib"] < 4000  # a python kernel's high-water mark
     assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["02_x_quick.jsonl"]
     assert {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == originals

@@ -43,7 +43,7 @@ def test_lesson_peak_memory_matches_the_benchmark_results(profile):
     lessons = json.loads((RESULTS / f"lessons-{profile}.json").read_text())["lessons"]
     rows = time_table()
     for name, result in lessons.items():
-        peak = result.get("kernel_peak_rss_mb")
+        peak = result.get("kernel_peak_rss_mib")  # MiB, as the key says
         expected = f"{peak / 1024:.1f} GiB" if peak else "not measured"
         row = rows[name[:2]]
         assert row[PEAK_COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"

@@ -163,7 +163,8 @@ LESSON_TABLE_END = "<!-- end of lesson links -->"
 def lessons_table(root: Path = ROOT) -> str:
     """The README's per-lesson table: Colab and Binder links, measured time and peak memory in
     each profile, from the committed benchmark results (so it cannot drift from them)."""
-    from tutorial_lib.lesson_fit import measured_lessons
+    from tutorial_lib.lesson_fit import kernel_peak_bytes, measured_lessons
+    from tutorial_lib.units import gib
 
     results = root / "benchmarks" / "results"
     full, quick = measured_lessons("full", results), measured_lessons("quick", results)
@@ -172,8 +173,8 @@ def lessons_table(root: Path = ROOT) -> str:
         if not result:
             return "not measured"
         minutes = f"{round(result['lesson_seconds']) / 60:.1f} min"  # as docs/teaching.md
-        peak = result.get("kernel_peak_rss_mb")
-        return minutes + (f", {peak / 1024:.1f} GiB" if peak else "")
+        peak = kernel_peak_bytes(result)
+        return minutes + (f", {gib(peak):.1f} GiB" if peak else "")
 
     lines = [
         "| lesson | open | `full`: time, peak memory | `quick`: time, peak memory |",

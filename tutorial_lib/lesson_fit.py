@@ -20,10 +20,10 @@ import torch
 from tutorial_lib.config import PROFILE_ENV, PROFILES, get_profile
 from tutorial_lib.data import results_dir
 from tutorial_lib.memory import LIMIT_ENV, WontFitError, available_memory, container_memory_left
+from tutorial_lib.units import MIB, gib
 
 HEADROOM = 0.9  # as the training preflight: leave a tenth for what the measurement missed
 ROUTES_FILE = "small-memory.json"
-GiB = 2**30
 
 
 def _read(path: Path) -> dict:
@@ -36,13 +36,20 @@ def measured_lessons(profile: str, folder: Path | None = None) -> dict[str, dict
     return _read((folder or results_dir()) / f"lessons-{profile}.json").get("lessons", {})
 
 
+def kernel_peak_bytes(result: dict) -> int | None:
+    """A measured lesson's kernel peak in bytes (`kernel_peak_rss_mib`; results written before
+    keys named their unit say `kernel_peak_rss_mb`, also MiB), or None if not measured."""
+    peak = result.get("kernel_peak_rss_mib") or result.get("kernel_peak_rss_mb")
+    return int(peak * MIB) if peak else None
+
+
 def lesson_peaks(lesson: str) -> dict[str, int]:
     """The lesson's kernel peak in bytes per profile, as measured on 2 cores and committed."""
     peaks = {}
     for profile in PROFILES:
-        result = measured_lessons(profile).get(lesson) or {}
-        if result.get("kernel_peak_rss_mb"):
-            peaks[profile] = int(result["kernel_peak_rss_mb"] * 2**20)
+        peak = kernel_peak_bytes(measured_lessons(profile).get(lesson) or {})
+        if peak:
+            peaks[profile] = peak
     return peaks
 
 
@@ -91,18 +98,18 @@ class LessonFit:
 
     def routes_that_fit(self) -> list[dict]:
         """Command-line runs (fresh processes) whose measured peak fits, the largest first."""
-        fitting = [r for r in self.routes if r["peak_rss_mib"] * 2**20 <= HEADROOM * self.free]
+        fitting = [r for r in self.routes if r["peak_rss_mib"] * MIB <= HEADROOM * self.free]
         return sorted(fitting, key=lambda r: -r["peak_rss_mib"])
 
     def report(self) -> str:
         """What a learner reads in the first cell: the numbers, the verdict, and what to do."""
-        room = f"{(self.held + self.free) / GiB:.1f} GiB ({self.source})"
+        room = f"{gib(self.held + self.free):.1f} GiB ({self.source})"
         if self.profile not in self.peaks:
             return (
                 f"{self.lesson}: no measured peak committed for the {self.profile} profile, "
                 f"so nothing to check; this process may use up to {room}."
             )
-        measured = ", ".join(f"{p} {b / GiB:.1f} GiB" for p, b in sorted(self.peaks.items()))
+        measured = ", ".join(f"{p} {gib(b):.1f} GiB" for p, b in sorted(self.peaks.items()))
         lines = [
             f"{self.lesson}, {self.profile} profile, on {self.device}.",
             f"Measured peak of the whole lesson (kernel memory on 2 CPU cores): {measured}.",
@@ -118,7 +125,7 @@ class LessonFit:
             )
         if self.fits():
             spare = self.held + self.free - self.peaks[self.profile]
-            lines.append(f"It fits, with about {spare / GiB:.1f} GiB to spare.")
+            lines.append(f"It fits, with about {gib(spare):.1f} GiB to spare.")
             return "\n".join(lines)
         lines.append(
             "It will NOT fit: run whole, it would run out of memory partway. What fits here instead:"
@@ -126,13 +133,13 @@ class LessonFit:
         smaller = [p for p in self.peaks if p != self.profile and self.fits(p)]
         for p in smaller:
             lines.append(
-                f"- the {p} profile (peak {self.peaks[p] / GiB:.1f} GiB): run `%env {PROFILE_ENV}={p}` "
+                f"- the {p} profile (peak {gib(self.peaks[p]):.1f} GiB): run `%env {PROFILE_ENV}={p}` "
                 "in a cell, then this cell and the rest again;"
             )
         for r in self.routes_that_fit():
             lines.append(
                 f"- in a terminal: `{r['command']}` ({r['steps']} steps, peak "
-                f"{r['peak_rss_mib'] / 1024:.1f} GiB measured with the model load);"
+                f"{gib(r['peak_rss_mib'] * MIB):.1f} GiB measured with the model load);"
             )
         lines.append(
             "- reading the lesson as committed: every output in it is from a full run on 2 CPU cores."
