@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from tutorial_lib import provenance
 from tutorial_lib.forgetting import best_per_method
 from tutorial_lib.methods import get_method
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True, help="where to write the record")
     args = parser.parse_args(argv)
     rates = record(read_runs(args.sweeps))
-    args.json.write_text(json.dumps({"methods": rates}, indent=1) + "\n")
+    ran = provenance.record(provenance.command_line("python benchmarks/learning_rates.py", argv))
+    args.json.write_text(json.dumps({"methods": rates, "ran": ran.to_json()}, indent=1) + "\n")
     for method, row in rates.items():
         tried = ", ".join(f"{r['lr']:g}: {r['domain_accuracy_after']:.3f}" for r in row["rates"])
         print(f"{method:<14} best {row['best_lr']:<8g} (domain accuracy by rate: {tried})")

@@ -170,15 +170,17 @@ def run_lessons(
     profile: str,
     threads: int,
     json_path: Path,
-    context: dict[str, Any],
+    ran: dict[str, Any],
     inplace: bool = False,
 ) -> dict:
     """Time every notebook in order, writing the JSON after each (an interrupted run keeps what
     it timed). Executed notebooks go to a temporary folder, or back in place with `inplace`
-    (only when every cell ran: a failed run never overwrites a committed lesson)."""
+    (only when every cell ran: a failed run never overwrites a committed lesson). `ran` is the
+    run's provenance record (`tutorial_lib.provenance`)."""
     out_dir = Path(tempfile.mkdtemp(prefix="lessons-"))
     report: dict[str, Any] = {
-        "context": context,
+        "ran": ran,
+        "context": {"load_average_at_start": os.getloadavg()},
         "settings": {"profile": profile, "inplace": inplace},
         "lessons": {},
         "errors": {},

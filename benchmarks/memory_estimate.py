@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tutorial_lib.methods import REGISTRY
 from tutorial_lib.models import DEFAULT_MODEL
+from tutorial_lib.provenance import command_line, record
 
 SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "estimate_run.py"
 BATCHES = (4, 8)
@@ -62,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.methods and args.json.exists():  # a re-measured method replaces its old runs only
         kept = [r for r in json.loads(args.json.read_text())["runs"] if r["method"] not in methods]
         runs = sorted(kept + runs, key=lambda r: (r["method"], r["batch"]))
-    args.json.write_text(
-        json.dumps({"model": DEFAULT_MODEL, "seq_len": SEQ_LEN, "runs": runs}, indent=1) + "\n"
-    )
+    sizes = {"model": DEFAULT_MODEL, "seq_len": SEQ_LEN, "batches": list(BATCHES)}
+    ran = record(command_line("python benchmarks/memory_estimate.py", argv), sizes).to_json()
+    report = {"model": DEFAULT_MODEL, "seq_len": SEQ_LEN, "runs": runs, "ran": ran}
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,8 @@ from training import (
     measure_trainer,
 )
 
-from tutorial_lib.device import cpu_name, physical_cores, set_threads, versions
+from tutorial_lib.device import set_threads
+from tutorial_lib.provenance import command_line, record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,32 +117,31 @@ MEASUREMENTS: dict[str, Callable[[Bench], dict]] = {
 # --- the run ----------------------------------------------------------------------------------
 
 
-def machine_context(threads: int) -> dict:
-    """Where and with what the numbers were measured."""
+def how_it_ran(threads: int, sizes: dict) -> dict:
+    """The provenance record every result carries (`tutorial_lib.provenance`), with lm-eval's
+    version beside the others."""
     import importlib.metadata as md
 
     try:
         lm_eval_version = md.version("lm_eval")
     except md.PackageNotFoundError:
         lm_eval_version = "not installed"
-    return {
-        "cpu_model": cpu_name(),
-        "physical_cores": physical_cores(),
-        "logical_cpus": os.cpu_count(),
-        "threads": threads,
-        "platform": platform.platform(),
-        **versions(),
-        "lm_eval": lm_eval_version,
-        "load_average_at_start": os.getloadavg(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    command = command_line("python benchmarks/run.py")
+    return record(command, sizes, threads, {"lm_eval": lm_eval_version}).to_json()
+
+
+def load_context() -> dict:
+    """The load average at the start (and, rewritten after each step, at the end): a load above
+    the thread count means the numbers are not to be quoted."""
+    return {"load_average_at_start": os.getloadavg()}
 
 
 def run(selected: list[str], bench: Bench, json_path: Path) -> dict:
     """Run the selected measurements in order, writing the JSON after each (a crash keeps what
     was measured); a failing measurement is recorded and the others still run."""
     report: dict[str, Any] = {
-        "context": machine_context(bench.threads),
+        "ran": how_it_ran(bench.threads, asdict(bench.settings)),
+        "context": load_context(),
         "settings": asdict(bench.settings),
         "detail": {},
         "skipped": {},
@@ -249,9 +248,9 @@ def lesson_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ar
 
 def main_lessons(args: argparse.Namespace, threads: int) -> int:
     """`--lessons`: every picked notebook top to bottom, one fresh kernel each."""
-    report = run_lessons(
-        args.lesson_paths, args.profile, threads, args.json, machine_context(threads), args.inplace
-    )
+    sizes = {"profile": args.profile, "inplace": args.inplace}
+    ran = how_it_ran(threads, sizes)
+    report = run_lessons(args.lesson_paths, args.profile, threads, args.json, ran, args.inplace)
     print(lessons_table(report))
     for name in report["errors"]:
         print(f"FAILED: {name} (traceback in the JSON under errors.{name})")

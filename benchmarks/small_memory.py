@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from tutorial_lib.device import cpu_name, physical_cores, versions
+from tutorial_lib.provenance import command_line, record
 
 ROUTES = (  # (method, batch size, evaluation batch size)
     ("lora", 2, 2),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for route in ROUTES:
         routes.append(measure(*route))
         print(f"{routes[-1]['command']}: {routes[-1]['peak_rss_mib']} MiB", flush=True)
-    ran = {"cpu": cpu_name(), "cores": physical_cores(), "versions": versions()}
+    ran = record(command_line("python benchmarks/small_memory.py", argv)).to_json()
     args.json.write_text(json.dumps({"routes": routes, "ran": ran}, indent=1) + "\n")
     return 1 if any("error" in r for r in routes) else 0
 

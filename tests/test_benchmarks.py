@@ -369,7 +369,7 @@ def test_an_interrupted_lesson_run_keeps_its_json_and_restores_the_cache(
     out = tmp_path / "lessons.json"
     paths = lessons.find_notebooks(folder)
     with pytest.raises(KeyboardInterrupt):
-        lessons.run_lessons(paths, "full", 1, out, context={})
+        lessons.run_lessons(paths, "full", 1, out, ran={})
     saved = json.loads(out.read_text())
     assert list(saved["lessons"]) == ["00_a"] and saved["interrupted"] == "01_b"
     assert (folder / "runs" / "02_x_quick.jsonl").read_text() == "cached\n"

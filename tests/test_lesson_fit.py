@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import torch
 
-from tutorial_lib import lesson_fit, memory
+from tutorial_lib import lesson_fit, memory, provenance
 from tutorial_lib.config import PROFILES
 from tutorial_lib.lesson_fit import (
     LessonFit,
@@ -185,4 +185,5 @@ def test_the_readme_quotes_the_committed_route():
 
 def test_routes_file_records_how_it_ran():
     data = json.loads((ROOT / "benchmarks" / "results" / "small-memory.json").read_text())
-    assert data["ran"]["versions"]["torch"] and data["ran"]["cores"] >= 1
+    ran = provenance.read(data)
+    assert ran.versions["torch"] and ran.machine["physical_cores"] >= 1

@@ -335,20 +335,9 @@ def cmd_compare(args) -> int:
 
 def _how_it_ran(profile) -> dict:
     """The command, sizes and machine beside a result, so that a reader can run it again."""
-    import torch
+    from tutorial_lib.provenance import command_line, record
 
-    from tutorial_lib.device import cpu_name, physical_cores, versions
-
-    return {
-        "command": "tutorial-lib " + " ".join(sys.argv[1:]),
-        "profile": asdict(profile),
-        "machine": {
-            "cpu": cpu_name(),
-            "physical_cores": physical_cores(),
-            "threads": torch.get_num_threads(),
-        },
-        "versions": versions(),
-    }
+    return record(command_line("tutorial-lib"), asdict(profile)).to_json()
 
 
 COMMANDS = {
