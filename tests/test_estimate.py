@@ -15,16 +15,17 @@ import pytest
 from tutorial_lib.memory import (
     ARCHITECTURES,
     OPTIMIZERS,
+    TARGET_SETS,
     WEIGHT_DTYPES,
     Architecture,
-    MemoryLedger,
+    MemoryEstimate,
     TrainingSetup,
     activation_bytes,
     count_params,
     estimate,
     extrapolation_table,
 )
-from tutorial_lib.methods import apply_method
+from tutorial_lib.methods import REGISTRY, apply_method
 
 GiB = 2**30
 SEVEN_B = ARCHITECTURES["Llama-2-7B"]
@@ -89,6 +90,53 @@ def test_lora_trainable_count_matches_peft_on_the_tiny_model_and_smollm2(tiny):
         lora = apply_method(tiny_model()[0], "lora", LoraMethodConfig(r=rank))
         assert estimate(arch, method="lora", rank=rank).trainable_params == count_params(lora)[0]
     assert ARCHITECTURES["SmolLM2-135M"].lora_params(8) == 2_442_240  # 1.78 %, measured
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora"])
+@pytest.mark.parametrize(
+    "targets", ["attention", ["q_proj", "v_proj"], ["gate_proj", "down_proj"], "all-linear"]
+)
+def test_lora_count_for_a_target_set_matches_what_peft_trains(tiny, method, targets):
+    """`estimate` for LoRA on a target set against peft's real layers on the tiny model, and
+    `setup_for` reads the same rank and targets back off the prepared model."""
+    from tutorial_lib.memory import setup_for
+    from tutorial_lib.methods.lora import LoraMethodConfig
+    from tutorial_lib.methods.qlora import QloraConfig
+    from tutorial_lib.models import tiny_model
+
+    arch = Architecture.from_config(tiny[0].config)
+    config_cls = QloraConfig if method == "qlora" else LoraMethodConfig
+    peft_targets = targets if isinstance(targets, list) else list(TARGET_SETS[targets])
+    model = apply_method(tiny_model()[0], method, config_cls(r=4, target_modules=peft_targets))
+    trained = count_params(model)[0]
+    knobs = dict(method="qlora" if method == "qlora" else "lora", dora=method == "dora")
+    est = estimate(arch, rank=4, targets=targets, **knobs)
+    assert est.trainable_params == trained
+    setup = setup_for(model, batch=2, seq_len=16)
+    expected = targets if isinstance(targets, str) else tuple(targets)
+    assert (setup.method, setup.rank, setup.targets, setup.dora) == (
+        knobs["method"],
+        4,
+        expected,
+        method == "dora",
+    )
+    assert estimate(arch, setup).trainable_params == trained
+
+
+def test_target_sets_cost_what_their_layers_cost():
+    """Attention-only LoRA on Llama-2-7B: r (4096 + 4096) on q, k, v and o of 32 blocks; the
+    usual q and v pair is peft's well-known 4,194,304 at r = 8."""
+    seven = estimate("Llama-2-7B", method="lora", rank=8, targets="attention")
+    assert seven.trainable_params == 32 * 4 * 8 * (4096 + 4096)
+    qv = estimate("Llama-2-7B", method="lora", rank=8, targets=["q_proj", "v_proj"])
+    assert qv.trainable_params == 4_194_304 and qv.setup.targets == ("q_proj", "v_proj")
+    every = estimate("Llama-2-7B", method="lora", rank=8)
+    assert qv.optimizer < seven.optimizer < every.optimizer
+    assert every.trainable_params == SEVEN_B.lora_params(8, "all-linear")
+    with pytest.raises(ValueError, match="targets must be one of"):
+        TrainingSetup(method="lora", targets="mlp")
+    with pytest.raises(ValueError, match=r"unknown target\(s\) \['qkv'\]"):
+        TrainingSetup(method="lora", targets=("q_proj", "qkv"))
 
 
 def test_fp32_weights_are_the_models_bytes_exactly(tiny):
@@ -168,7 +216,7 @@ def test_peft_takes_a_trainable_share_and_a_bare_count_has_no_activations():
 
 def test_the_estimate_reads_as_a_table():
     est = estimate("Llama-2-7B", method="full", dtype="bf16")
-    assert isinstance(est, MemoryLedger) and est.total == sum(n for _, n in est.rows()[:-1])
+    assert isinstance(est, MemoryEstimate) and est.total == sum(n for _, n in est.rows()[:-1])
     table = est.table()
     assert table.loc["optimizer state", "bytes / param"] == pytest.approx(12)
     assert table.loc["total", "GiB per device"] == pytest.approx(est.total / GiB, abs=1e-3)
@@ -324,6 +372,22 @@ def test_setup_for_names_the_estimators_method_and_the_measured_share(tiny):
     setup = setup_for(ours, "lora-scratch", 4, 64)
     assert (setup.method, setup.rank, setup.frozen_linears) == ("lora", 16, False)
     assert setup_for(ia3, "ia3", 4, 64).frozen_linears  # nothing needs a linear layer's input
+
+
+APPLIES_TO_TINY = [m for m in REGISTRY if m not in ("bitfit", "prompt-scratch", "prompt-tuning")]
+
+
+@pytest.mark.parametrize("method", APPLIES_TO_TINY)
+def test_setup_for_reads_the_method_off_the_model(method):
+    """`train`'s preflight does not know the method's name: read off the prepared model, the
+    setup is the one its name gives, and the estimated trainable count is the real one."""
+    from tutorial_lib.memory import setup_for
+    from tutorial_lib.models import tiny_model
+
+    model = apply_method(tiny_model()[0], method)
+    read = setup_for(model, batch=4, seq_len=64)
+    assert read == setup_for(model, method, 4, 64)
+    assert estimate(model.config, read).trainable_params == count_params(model)[0]
 
 
 def test_dora_keeps_two_more_output_sized_values_per_adapted_layer():

@@ -16,7 +16,6 @@ from tutorial_lib.memory import (
     activation_bytes,
     count_params,
     estimate,
-    full_finetune_ledger,
 )
 from tutorial_lib.methods import apply_method
 from tutorial_lib.methods.additive import AdapterConfig
@@ -111,12 +110,12 @@ def domain_stderr() -> float:
 
 
 def fixed_memory() -> float:
-    ledger = full_finetune_ledger(SMOL, 8, 128)
-    return (ledger.weights + ledger.gradients + ledger.optimizer) / MIB
+    est = estimate(SMOL, method="full", batch=8, seq_len=128)
+    return (est.weights + est.gradients + est.optimizer) / MIB
 
 
 def activations() -> float:
-    assert activation_bytes(SMOL, 8, 128) == full_finetune_ledger(SMOL, 8, 128).activations
+    assert activation_bytes(SMOL, 8, 128) == estimate(SMOL, batch=8, seq_len=128).activations
     return activation_bytes(SMOL, 8, 128) / MIB
 
 

@@ -21,6 +21,7 @@ from tutorial_lib.lesson_fit import (
     lesson_peaks,
     small_routes,
 )
+from tutorial_lib.memory import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -78,7 +79,7 @@ def test_the_container_limit_is_read_and_named(monkeypatch, tmp_path):
     limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
     limit.write_text(f"{2 * GiB}\n")
     usage.write_text(f"{int(1.5 * GiB)}\n")
-    monkeypatch.setattr(memory, "CGROUP_FILES", ((str(limit), str(usage)),))
+    monkeypatch.setattr(machine, "CGROUP_FILES", ((str(limit), str(usage)),))
     monkeypatch.delenv(memory.LIMIT_ENV, raising=False)
     got = lesson_fit.lesson_fit("00_setup_and_baseline", "quick", torch.device("cpu"))
     assert got.source == "the container's memory limit"

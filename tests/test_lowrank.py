@@ -21,10 +21,9 @@ from tutorial_lib.lowrank import (
     weight_deltas,
     weight_snapshot,
 )
-from tutorial_lib.memory import ARCHITECTURES, estimate_training_memory
+from tutorial_lib.memory import ARCHITECTURES, estimate, setup_for
 from tutorial_lib.methods import apply_method
 from tutorial_lib.methods.lora import LoraMethodConfig
-from tutorial_lib.widgets import lora_ledger
 
 # --- parameter arithmetic ------------------------------------------------------------------------
 
@@ -149,17 +148,21 @@ def test_lora_deltas_are_scaled_b_a_of_rank_at_most_r(tiny, method):
     assert torch.allclose(deltas["model.layers.0.mlp.down_proj"], 4 * b @ a, atol=1e-6)
 
 
-# --- the ledger behind the rank explorer -----------------------------------------------------
+# --- the estimate behind the rank explorer ---------------------------------------------------
 
 
-def test_lora_ledger_from_the_shape_equals_the_ledger_of_the_model(tiny):
+def test_the_estimate_from_the_shape_equals_the_estimate_of_the_model(tiny):
+    """What the rank explorer shows (a shape and a choice) is what `train`'s preflight
+    estimates for the model prepared that way."""
     model, _ = tiny
     arch = architecture_of(model)
     assert arch.n_params == sum(p.numel() for p in model.parameters())
-    ledger = lora_ledger(arch, 4, "attention", batch=2, seq_len=16)
+    shape = estimate(arch, method="lora", rank=4, targets="attention", batch=2, seq_len=16)
     config = LoraMethodConfig(r=4, target_modules=list(target_names("attention")))
     model = apply_method(model, "lora-scratch", config)
-    assert ledger == estimate_training_memory(model, batch=2, seq_len=16)
+    prepared = estimate(arch, setup_for(model, batch=2, seq_len=16))
+    assert prepared == shape
+    assert shape.weights == sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _rank_run(r: int, domain: float, retention: float) -> dict:

@@ -1,8 +1,11 @@
-"""The memory ledger against real tensors, 4-bit counting, and the preflight that stops a run."""
+"""The estimate of a loaded model against real tensors, 4-bit counting, the peak of a block, and
+the preflight that stops a run, on a machine whose free memory the tests set."""
 
 from __future__ import annotations
 
+import math
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,20 +15,46 @@ from tutorial_lib.memory import (
     LIMIT_ENV,
     WontFitError,
     count_params,
-    estimate_training_memory,
+    estimate,
     logical_numel,
     preflight,
+    setup_for,
     storage_bytes,
 )
+from tutorial_lib.memory import machine as machine_module
+from tutorial_lib.memory import measure as measure_module
 from tutorial_lib.methods import apply_method
 from tutorial_lib.train import TrainConfig, train
 
+GiB = 2**30
+CPU = torch.device("cpu")
+
+
+def estimate_of(model, batch: int, seq_len: int):
+    """What the preflight in `train` estimates for `model` as it is prepared now."""
+    return estimate(model.config, setup_for(model, batch=batch, seq_len=seq_len))
+
+
+def fake_machine(monkeypatch, tmp_path, available: int, total: int = 64 * GiB, cgroup=None):
+    """A machine with `available` bytes of free RAM, and a container limit (limit, usage) or none."""
+    import psutil
+
+    vm = SimpleNamespace(total=total, available=available)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm)
+    files = ((str(tmp_path / "absent"), str(tmp_path / "absent")),)
+    if cgroup is not None:
+        (tmp_path / "max").write_text(f"{cgroup[0]}\n")
+        (tmp_path / "current").write_text(f"{cgroup[1]}\n")
+        files += ((str(tmp_path / "max"), str(tmp_path / "current")),)
+    monkeypatch.setattr(machine_module, "CGROUP_FILES", files)  # the first pair is absent
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_ledger_matches_real_gradients_and_optimizer_state(tiny, tiny_examples, method):
+def test_estimate_matches_real_gradients_and_optimizer_state(tiny, tiny_examples, method):
     model, tok = tiny
     model = apply_method(model, method)
-    ledger = estimate_training_memory(model, batch=8, seq_len=64)
+    ledger = estimate_of(model, batch=8, seq_len=64)
     result = train(model, tiny_examples, TrainConfig(steps=1, batch_size=8), tok.pad_token_id)
     n_tensors = sum(1 for p in model.parameters() if p.requires_grad)
     assert (
@@ -41,16 +70,16 @@ def test_lora_needs_far_less_than_full(tiny):
     from tutorial_lib.models import tiny_model
 
     model, _ = tiny
-    full = estimate_training_memory(apply_method(model, "full"), batch=8, seq_len=64)
-    lora = estimate_training_memory(apply_method(tiny_model()[0], "lora"), batch=8, seq_len=64)
+    full = estimate_of(apply_method(model, "full"), batch=8, seq_len=64)
+    lora = estimate_of(apply_method(tiny_model()[0], "lora"), batch=8, seq_len=64)
     assert lora.gradients + lora.optimizer < 0.2 * (full.gradients + full.optimizer)
 
 
 def test_activations_grow_with_batch_and_length(tiny):
     model, _ = tiny
-    small = estimate_training_memory(model, batch=2, seq_len=32).activations
-    assert estimate_training_memory(model, batch=4, seq_len=32).activations == 2 * small
-    assert estimate_training_memory(model, batch=2, seq_len=64).activations == 2 * small
+    small = estimate_of(model, batch=2, seq_len=32).activations
+    assert estimate_of(model, batch=4, seq_len=32).activations == 2 * small
+    assert estimate_of(model, batch=2, seq_len=64).activations == 2 * small
 
 
 def test_four_bit_weights_count_two_values_per_byte():
@@ -76,10 +105,47 @@ def test_preflight_stops_a_run_that_cannot_fit(tiny, tiny_examples, monkeypatch)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing ran
 
 
-def test_preflight_passes_when_there_is_room(tiny, monkeypatch):
+def test_preflight_passes_with_room_and_stops_just_short_of_it(tiny, monkeypatch, tmp_path):
+    """The line is the estimate beyond the loaded weights, with 10 % of the free memory spare."""
     model, _ = tiny
-    monkeypatch.delenv(LIMIT_ENV, raising=False)
-    preflight(estimate_training_memory(model, batch=2, seq_len=16), torch.device("cpu"))
+    needed = estimate_of(model, batch=2, seq_len=16).beyond_weights
+    enough = math.ceil(needed / 0.9) + 1
+    fake_machine(monkeypatch, tmp_path, available=enough)
+    preflight(estimate_of(model, batch=2, seq_len=16), CPU)
+    fake_machine(monkeypatch, tmp_path, available=enough - 2**16)
+    with pytest.raises(WontFitError, match=f"needs about {needed / 2**20:,.0f} MiB"):
+        preflight(estimate_of(model, batch=2, seq_len=16), CPU)
+    fake_machine(monkeypatch, tmp_path, available=100 * GiB)  # roomy, but the variable caps it
+    monkeypatch.setenv(LIMIT_ENV, str(enough / 2**20))
+    preflight(estimate_of(model, batch=2, seq_len=16), CPU)
+    monkeypatch.setenv(LIMIT_ENV, str((enough - 2**16) / 2**20))
+    with pytest.raises(WontFitError):
+        preflight(estimate_of(model, batch=2, seq_len=16), CPU)
+
+
+@pytest.mark.parametrize("method, k", [("top-layers", 1), ("adapter", None)])
+def test_the_preflight_counts_only_the_activations_a_method_keeps(
+    tiny, tiny_examples, monkeypatch, method, k
+):
+    """Top-layers tuning keeps nothing below its lowest trained layer; an adapter keeps no input
+    of a frozen linear layer: `train`'s preflight estimates less than full fine-tuning's."""
+    from tutorial_lib import train as train_module
+    from tutorial_lib.methods.selective import TopLayersConfig
+    from tutorial_lib.models import tiny_model
+
+    checked = []
+    monkeypatch.setattr(train_module, "preflight", lambda needed, device: checked.append(needed))
+    model, tok = tiny
+    config = TopLayersConfig(k=k) if k else None
+    model = apply_method(model, method, config)
+    train(model, tiny_examples, TrainConfig(steps=1, batch_size=4), tok.pad_token_id)
+    seq_len = max(len(e["input_ids"]) for e in tiny_examples)
+    full = estimate_of(apply_method(tiny_model()[0], "full"), batch=4, seq_len=seq_len)
+    (needed,) = checked
+    assert needed.setup == setup_for(model, batch=4, seq_len=seq_len)
+    assert needed.setup.method == "peft" and needed.trainable_params == count_params(model)[0]
+    assert 0 < needed.activations < full.activations
+    assert needed.beyond_weights < full.beyond_weights
 
 
 def test_architecture_counts_match_a_real_model(tiny):
@@ -100,12 +166,14 @@ def test_architecture_counts_match_a_real_model(tiny):
     assert arch.n_params == count_params(model)[1]
 
 
-def test_published_sizes_and_full_finetuning_arithmetic():
-    from tutorial_lib.memory import ARCHITECTURES, full_finetune_ledger
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_published_sizes_and_full_finetuning_arithmetic(dtype):
+    """fp32, and mixed precision with its fp32 master copy: 16 bytes a parameter either way."""
+    from tutorial_lib.memory import ARCHITECTURES
 
     assert round(ARCHITECTURES["SmolLM2-135M"].n_params / 1e6, 1) == 134.5
     assert round(ARCHITECTURES["Llama-2-7B"].n_params / 1e9, 2) == 6.74
-    seventy = full_finetune_ledger(ARCHITECTURES["Llama-2-70B"], batch=1, seq_len=512)
+    seventy = estimate("Llama-2-70B", method="full", dtype=dtype, batch=1, seq_len=512)
     assert (
         seventy.weights + seventy.gradients + seventy.optimizer
         == 16 * ARCHITECTURES["Llama-2-70B"].n_params
@@ -123,8 +191,8 @@ def _touch(megabytes: int, hold: float = 0.0) -> None:
 @pytest.mark.parametrize("kernel", [True, False], ids=["kernel-peak", "sampled"])
 def test_peak_memory_sees_a_spike_freed_inside_the_block(kernel, monkeypatch):
     if not kernel:
-        monkeypatch.setattr(memory, "_reset_high_water", lambda: False)
-    elif not memory._reset_high_water():
+        monkeypatch.setattr(measure_module, "_reset_high_water", lambda: False)
+    elif not measure_module._reset_high_water():
         pytest.skip("this kernel does not let a process reset its peak")
     _touch(200)  # an earlier, larger spike must not count in the next block
     with memory.PeakMemory(torch.device("cpu"), interval=0.001) as mem:
@@ -136,7 +204,7 @@ def test_peak_memory_sees_a_spike_freed_inside_the_block(kernel, monkeypatch):
 
 
 def test_nested_peak_memory_keeps_the_outer_peak():
-    if not memory._reset_high_water():
+    if not measure_module._reset_high_water():
         pytest.skip("this kernel does not let a process reset its peak")
     with memory.PeakMemory(torch.device("cpu")) as outer:
         _touch(120)
@@ -146,16 +214,24 @@ def test_nested_peak_memory_keeps_the_outer_peak():
     assert inner.peak_bytes - inner.start_bytes < 60 * 2**20
 
 
-def test_scaling_table_gives_each_architecture_in_both_precisions():
-    from tutorial_lib.memory import ARCHITECTURES, scaling_table
+def test_scaling_table_gives_each_architecture_in_both_recipes():
+    """Mixed precision halves weights and gradients and adds an fp32 master copy to the
+    optimizer's state: 16 bytes a parameter, as fp32; it saves on activations only."""
+    from tutorial_lib.memory import ARCHITECTURES, RECIPES, scaling_table
 
     table = scaling_table(batch=8, seq_len=128)
-    assert len(table) == 2 * len(ARCHITECTURES)
+    assert len(table) == len(RECIPES) * len(ARCHITECTURES)
     n = ARCHITECTURES["Llama-2-7B"].n_params
-    fp32, bf16 = table.loc[("Llama-2-7B", "fp32")], table.loc[("Llama-2-7B", "bf16 + fp32 Adam")]
+    fp32 = table.loc[("Llama-2-7B", "fp32")]
+    mixed = table.loc[("Llama-2-7B", "bf16 mixed, fp32 master")]
     assert fp32["weights (GiB)"] == round(4 * n / 2**30, 1)
-    assert bf16["weights (GiB)"] == round(2 * n / 2**30, 1)
-    assert fp32["optimizer state (GiB)"] == bf16["optimizer state (GiB)"] == round(8 * n / 2**30, 1)
+    assert mixed["weights (GiB)"] == round(2 * n / 2**30, 1)
+    assert fp32["optimizer state (GiB)"] == round(8 * n / 2**30, 1)
+    assert mixed["optimizer state (GiB)"] == round(12 * n / 2**30, 1)  # AdamW + master copy
+    assert (table["states (B/param)"] == 16).all()
+    assert mixed["activations (GiB)"] < fp32["activations (GiB)"]
+    est = estimate("Llama-2-7B", method="full", dtype="bf16", batch=8, seq_len=128)
+    assert mixed["total (GiB)"] == round(est.total / 2**30, 1)
 
 
 def test_trainable_table_says_where_an_adapters_weights_sit(tiny):
@@ -180,6 +256,7 @@ def test_trainable_table_says_where_an_adapters_weights_sit(tiny):
     "limit, usage, left",
     [
         ("2147483648", "536870912", 1536 * 2**20),  # a 2 GiB container using 0.5 GiB
+        ("2147483648", "4294967296", 0),  # past its limit: nothing left, not a negative
         ("max", "536870912", None),  # cgroup v2 without a limit
         ("9223372036854771712", "1", None),  # cgroup v1's "unlimited"
     ],
@@ -187,32 +264,16 @@ def test_trainable_table_says_where_an_adapters_weights_sit(tiny):
 def test_a_containers_memory_limit_caps_what_a_run_may_use(
     tmp_path, monkeypatch, limit, usage, left
 ):
-    from tutorial_lib import memory
-
-    (tmp_path / "max").write_text(limit + "\n")
-    (tmp_path / "current").write_text(usage + "\n")
-    files = (
-        (str(tmp_path / "none"), str(tmp_path / "none")),
-        (str(tmp_path / "max"), str(tmp_path / "current")),
-    )
-    monkeypatch.setattr(
-        memory, "CGROUP_FILES", files
-    )  # the first pair is absent: the second is read
-    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    fake_machine(monkeypatch, tmp_path, available=3 * GiB, cgroup=(limit, usage))
     assert memory.container_memory_left() == left
-    available = memory.available_memory(torch.device("cpu"))
-    assert available <= left if left is not None else available > 0
+    assert memory.available_memory(CPU) == (3 * GiB if left is None else left)
+    monkeypatch.setenv(LIMIT_ENV, "1024")  # a rehearsed 1 GiB machine caps it further
+    assert memory.available_memory(CPU) == min(GiB, 3 * GiB if left is None else left)
 
 
 def test_preflight_refuses_a_run_a_small_container_would_kill(tiny, monkeypatch, tmp_path):
-    from tutorial_lib import memory
-
-    (tmp_path / "max").write_text(str(64 * 2**20))  # a 64 MiB container, already full
-    (tmp_path / "current").write_text(str(64 * 2**20))
-    monkeypatch.setattr(
-        memory, "CGROUP_FILES", ((str(tmp_path / "max"), str(tmp_path / "current")),)
-    )
-    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    full = 64 * 2**20  # a 64 MiB container, already full, on a machine with RAM to spare
+    fake_machine(monkeypatch, tmp_path, available=8 * GiB, cgroup=(full, full))
     model, _ = tiny
     with pytest.raises(WontFitError, match="only 0 MiB"):
-        preflight(estimate_training_memory(model, batch=2, seq_len=16), torch.device("cpu"))
+        preflight(estimate_of(model, batch=2, seq_len=16), CPU)

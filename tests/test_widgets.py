@@ -8,7 +8,7 @@ import pytest
 
 from tutorial_lib import widgets
 from tutorial_lib.lowrank import architecture_of, lora_trainable
-from tutorial_lib.memory import ARCHITECTURES, full_finetune_ledger
+from tutorial_lib.memory import ARCHITECTURES, estimate
 from tutorial_lib.widgets import (
     PRESETS,
     RankChoice,
@@ -35,13 +35,14 @@ def test_a_wrong_choice_names_the_allowed_values(kwargs, message):
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_numbers_are_lora_counts_and_memory_ledgers(preset):
+def test_numbers_are_the_estimators_for_lora_and_full_finetuning(preset):
     arch = ARCHITECTURES[PRESETS[preset]]
     numbers = rank_numbers(RankChoice(preset, 16, "attention only", batch=4, seq_len=64))
     n = lora_trainable(arch, 16, "attention")
     assert numbers.trainable == n and numbers.total == arch.n_params + n
-    full = full_finetune_ledger(arch, 4, 64)
-    assert numbers.full == full
+    lora = estimate(arch, method="lora", rank=16, targets="attention", batch=4, seq_len=64)
+    full = estimate(arch, method="full", batch=4, seq_len=64)
+    assert numbers.lora == lora and numbers.full == full
     assert (numbers.lora.gradients, numbers.lora.optimizer) == (4 * n, 8 * n)  # fp32 + AdamW
     assert numbers.lora.weights == full.weights + 4 * n  # the frozen base and the adapters
     assert numbers.lora.activations == full.activations
@@ -50,10 +51,19 @@ def test_numbers_are_lora_counts_and_memory_ledgers(preset):
 
 def test_bf16_halves_the_frozen_weights_but_not_the_adapters():
     fp32 = rank_numbers(RankChoice("7B", 8)).lora
-    bf16 = rank_numbers(RankChoice("7B", 8, precision="bf16 + fp32 Adam")).lora
+    bf16 = rank_numbers(RankChoice("7B", 8, precision="bf16 mixed, fp32 master")).lora
     n = lora_trainable(ARCHITECTURES["Llama-2-7B"], 8)
     assert bf16.weights - 4 * n == (fp32.weights - 4 * n) // 2
     assert (bf16.gradients, bf16.optimizer) == (fp32.gradients, fp32.optimizer)
+
+
+def test_full_finetuning_in_mixed_precision_keeps_16_bytes_a_parameter():
+    """The explorer's full fine-tuning column uses lesson 01's recipes: the fp32 master copy
+    makes mixed precision 16 bytes a parameter, as fp32 is."""
+    for precision in ("fp32", "bf16 mixed, fp32 master"):
+        full = rank_numbers(RankChoice("7B", 8, precision=precision)).full
+        states = full.weights + full.gradients + full.optimizer
+        assert states == 16 * ARCHITECTURES["Llama-2-7B"].n_params
 
 
 def test_this_model_can_be_the_loaded_one(tiny):
@@ -111,12 +121,18 @@ SUMMARY = [
 ]
 
 
-def test_outside_a_kernel_the_comparison_explorer_is_a_plot():
-    from matplotlib.figure import Figure
+def test_outside_a_kernel_the_comparison_explorer_is_the_plot_with_its_front_ringed():
+    from matplotlib.collections import PathCollection
 
     from tutorial_lib.widgets import comparison_explorer
 
-    assert isinstance(comparison_explorer(SUMMARY), Figure)
+    (ax,) = comparison_explorer(SUMMARY).axes
+    points = {t.get_text(): tuple(t.xy) for t in ax.texts}
+    assert points == {"big": (0.9, 0.9), "small": (0.6, 0.95), "worse": (0.5, 0.5)}
+    rings = [c for c in ax.collections if isinstance(c, PathCollection)]
+    ringed = {tuple(xy) for c in rings for xy in c.get_offsets().tolist()}
+    assert ringed == {points["big"], points["small"]}  # "worse" is beaten on both axes
+    assert "retention" in ax.get_ylabel().lower()
 
 
 def test_the_comparison_explorer_redraws_for_the_methods_and_axes_picked(monkeypatch):

@@ -19,7 +19,12 @@ import torch
 
 from tutorial_lib.config import PROFILE_ENV, PROFILES, get_profile
 from tutorial_lib.data import results_dir
-from tutorial_lib.memory import LIMIT_ENV, WontFitError, available_memory, container_memory_left
+from tutorial_lib.memory.machine import (
+    LIMIT_ENV,
+    WontFitError,
+    available_memory,
+    container_memory_left,
+)
 from tutorial_lib.units import MIB, gib
 
 HEADROOM = 0.9  # as the training preflight: leave a tenth for what the measurement missed

@@ -1,7 +1,7 @@
 """Low-rank arithmetic for lesson 05: what LoRA trains, what rank an update really has, merging.
 
-Parameter counts work on a loaded model (its real layers) or on a shape only
-(`memory.Architecture`, for models too big to load here); the spectrum helpers take any
+Parameter counts work on a loaded model or on a shape only (`memory.Architecture`, for models
+too big to load here), with the estimator's arithmetic; the spectrum helpers take any
 update ΔW, full fine-tuning's W_after − W_before or LoRA's scaled B·A alike.
 """
 
@@ -11,54 +11,37 @@ import torch
 from torch import nn
 
 from tutorial_lib import plots
-from tutorial_lib.memory import Architecture
+
+# LoRA's arithmetic lives with the estimator (`memory.shapes`), so lesson 05's counts and
+# `memory.estimate` are one computation; ATTENTION, MLP, TARGET_SETS and target_names stay
+# reachable here for the lesson.
+from tutorial_lib.memory import (  # noqa: F401
+    ATTENTION,
+    MLP,
+    TARGET_SETS,
+    Architecture,
+    lora_params_per_matrix,
+    target_names,
+)
 from tutorial_lib.methods.lora import LoraLinear, is_target
-
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP = ("gate_proj", "up_proj", "down_proj")
-TARGET_SETS = {"attention": ATTENTION, "all-linear": ATTENTION + MLP}  # llama-style names
-
 
 # --- parameter arithmetic -----------------------------------------------------------------------
 
 
-def lora_params_per_matrix(d_in: int, d_out: int, r: int) -> int:
-    """r·(d_in + d_out): A is (r, d_in) and B (d_out, r), against d_in·d_out for ΔW itself."""
-    return r * (d_in + d_out)
-
-
 def block_linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
     """(d_in, d_out) of each linear layer of one llama-style block, by module name."""
-    return dict(zip(ATTENTION + MLP, arch.linear_shapes()))
-
-
-def target_names(targets: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Module names for "attention" or "all-linear", or the names given; others are refused."""
-    if isinstance(targets, str):
-        if targets not in TARGET_SETS:
-            raise ValueError(f"targets must be one of {sorted(TARGET_SETS)} or a list of names")
-        return TARGET_SETS[targets]
-    unknown = sorted(set(targets) - set(ATTENTION + MLP))
-    if unknown:
-        raise ValueError(f"unknown target(s) {unknown}; a llama block has {list(ATTENTION + MLP)}")
-    return tuple(targets)
+    return arch.block_linears()
 
 
 def lora_trainable(
     model_or_arch: nn.Module | Architecture, r: int, targets: str | list[str] = "all-linear"
 ) -> int:
-    """LoRA's trainable parameters at rank r: from a model's real layers, or an architecture."""
-    names = target_names(targets)
-    if isinstance(model_or_arch, Architecture):
-        shapes = block_linear_shapes(model_or_arch)
-        per_block = sum(lora_params_per_matrix(*shapes[n], r) for n in names)
-        return model_or_arch.num_hidden_layers * per_block
-    head = model_or_arch.get_output_embeddings()
-    return sum(
-        lora_params_per_matrix(m.in_features, m.out_features, r)
-        for name, m in model_or_arch.named_modules()
-        if is_target(name, m, list(names), head)
-    )
+    """LoRA's trainable parameters at rank r, of a loaded model or an architecture: the count
+    `memory.estimate` makes (`Architecture.lora_params`), from the model's shape."""
+    arch = model_or_arch
+    if not isinstance(arch, Architecture):
+        arch = architecture_of(model_or_arch)
+    return arch.lora_params(r, targets if isinstance(targets, str) else tuple(targets))
 
 
 def architecture_of(model: nn.Module, name: str = "this model") -> Architecture:

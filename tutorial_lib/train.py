@@ -20,9 +20,10 @@ from tutorial_lib.device import get_device, set_seed
 from tutorial_lib.memory import (
     PeakMemory,
     count_params,
-    estimate_training_memory,
+    estimate,
     optimizer_state_bytes,
     preflight,
+    setup_for,
 )
 from tutorial_lib.progress import bar as progress_bar
 from tutorial_lib.scoring import prepends_virtual_tokens
@@ -229,8 +230,10 @@ def train(
             f"batch_size {config.batch_size} is too small for {acc.num_processes} processes"
         )
     seq_len = max(len(ex["input_ids"]) for ex in examples)
-    ledger = estimate_training_memory(model, micro, seq_len, config.bf16)
-    preflight(ledger, acc.device)
+    setup = setup_for(
+        model, batch=micro, seq_len=seq_len, compute_dtype="bf16" if config.bf16 else None
+    )
+    preflight(estimate(model.config, setup), acc.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

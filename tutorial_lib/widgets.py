@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tutorial_lib.lowrank import architecture_of, lora_trainable
-from tutorial_lib.memory import (
-    ARCHITECTURES,
-    PRECISIONS,
-    Architecture,
-    MemoryLedger,
-    full_finetune_ledger,
-)
+from tutorial_lib.lowrank import architecture_of
+from tutorial_lib.memory import ARCHITECTURES, RECIPES, Architecture, MemoryEstimate, estimate
 
 PRESETS = {  # what the explorer offers -> memory.ARCHITECTURES (shapes of public models)
     "this model": "SmolLM2-135M",
@@ -26,8 +20,6 @@ PRESETS = {  # what the explorer offers -> memory.ARCHITECTURES (shapes of publi
 }
 TARGETS = {"attention only": "attention", "all linear": "all-linear"}
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-ADAPTER_BYTES = 4  # peft keeps adapters (and so their gradients) in fp32 even on a 16-bit base
-ADAMW_BYTES = 8  # two fp32 moments per trained value, as memory's ledger counts them
 
 
 @dataclass(frozen=True)
@@ -37,7 +29,7 @@ class RankChoice:
     preset: str = "this model"  # a key of PRESETS
     r: int = 8  # LoRA's rank
     targets: str = "all linear"  # a key of TARGETS
-    precision: str = "fp32"  # a key of memory.PRECISIONS: how the base weights are stored
+    precision: str = "fp32"  # a key of memory.RECIPES: how the base weights are stored
     batch: int = 8  # sequences per step
     seq_len: int = 128  # tokens per sequence
 
@@ -45,7 +37,7 @@ class RankChoice:
         for knob, allowed in (
             ("preset", PRESETS),
             ("targets", TARGETS),
-            ("precision", PRECISIONS),
+            ("precision", RECIPES),
         ):
             if getattr(self, knob) not in allowed:
                 raise ValueError(
@@ -56,20 +48,11 @@ class RankChoice:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{knob} must be a positive integer, got {value!r}")
 
-
-def lora_ledger(
-    arch: Architecture, r: int, targets: str, batch: int, seq_len: int, weight_bytes: float = 4
-) -> MemoryLedger:
-    """memory's full fine-tuning ledger with gradients and AdamW state for the adapters only:
-    the frozen base keeps its weights and activations (backward still passes through it)."""
-    full = full_finetune_ledger(arch, batch, seq_len, weight_bytes, weight_bytes)
-    n = lora_trainable(arch, r, targets)
-    return MemoryLedger(
-        weights=full.weights + ADAPTER_BYTES * n,
-        gradients=ADAPTER_BYTES * n,
-        optimizer=ADAMW_BYTES * n,
-        activations=full.activations,
-    )
+    def estimates(self, arch: Architecture) -> tuple[MemoryEstimate, MemoryEstimate]:
+        """`memory.estimate` of LoRA as chosen, and of full fine-tuning in the same recipe."""
+        shared = dict(dtype=RECIPES[self.precision], batch=self.batch, seq_len=self.seq_len)
+        lora = estimate(arch, method="lora", rank=self.r, targets=TARGETS[self.targets], **shared)
+        return lora, estimate(arch, method="full", **shared)
 
 
 @dataclass
@@ -79,8 +62,8 @@ class RankNumbers:
     model: str
     trainable: int  # LoRA's trained values
     total: int  # the base's parameters plus the adapters
-    lora: MemoryLedger
-    full: MemoryLedger
+    lora: MemoryEstimate
+    full: MemoryEstimate
 
     @property
     def trainable_percent(self) -> float:
@@ -88,24 +71,17 @@ class RankNumbers:
 
 
 def rank_numbers(choice: RankChoice, this_model: Architecture | None = None) -> RankNumbers:
-    """The numbers behind the explorer: trainable count and both memory ledgers."""
+    """The numbers behind the explorer: trainable count and both memory estimates."""
     arch = ARCHITECTURES[PRESETS[choice.preset]]
     if choice.preset == "this model" and this_model is not None:
         arch = this_model
-    weight_bytes = PRECISIONS[choice.precision]
-    targets = TARGETS[choice.targets]
-    n = lora_trainable(arch, choice.r, targets)
-    return RankNumbers(
-        model=arch.name,
-        trainable=n,
-        total=arch.n_params + n,
-        lora=lora_ledger(arch, choice.r, targets, choice.batch, choice.seq_len, weight_bytes),
-        full=full_finetune_ledger(arch, choice.batch, choice.seq_len, weight_bytes, weight_bytes),
-    )
+    lora, full = choice.estimates(arch)
+    n = lora.trainable_params
+    return RankNumbers(model=arch.name, trainable=n, total=arch.n_params + n, lora=lora, full=full)
 
 
 def ledger_table(numbers: RankNumbers):
-    """LoRA's ledger beside full fine-tuning's, in GiB."""
+    """LoRA's estimate beside full fine-tuning's, in GiB."""
     import pandas as pd
 
     rows = {
@@ -166,7 +142,7 @@ def widgets_can_render() -> bool:
 
 def rank_explorer(model=None, precision: str = "fp32"):
     """Sliders for r, targets and model size that update the trainable count and the memory
-    ledger live. Returns the widget; where widgets cannot render, prints `rank_table()`.
+    estimate live. Returns the widget; where widgets cannot render, prints `rank_table()`.
 
     `model`: a loaded model whose shape the "this model" preset uses (default: SmolLM2-135M's).
     The widget's plain-text form is the table too, for viewers without the widget frontend.
@@ -191,7 +167,7 @@ def _explorer_widget(start: RankChoice, this_model: Architecture | None):
     r = w.SelectionSlider(options=RANKS, value=start.r, description="rank r")
     targets = w.ToggleButtons(options=list(TARGETS), value=start.targets, description="targets")
     preset = w.Dropdown(options=list(PRESETS), value=start.preset, description="model")
-    precision = w.Dropdown(options=list(PRECISIONS), value=start.precision, description="weights")
+    precision = w.Dropdown(options=list(RECIPES), value=start.precision, description="weights")
     headline, table = w.HTML(), w.HTML()
     box = RankExplorer([preset, targets, r, precision, headline, table])
 

@@ -1,0 +1,76 @@
+"""What the machine allows: free memory, a container's limit, and the check before training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from tutorial_lib.memory.estimator import MemoryEstimate
+
+LIMIT_ENV = "TUTORIAL_MEMORY_LIMIT_MB"
+
+
+CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def container_memory_left() -> int | None:
+    """Bytes the container's memory limit still allows (Binder's 1-2 GB sessions set one, and a
+    process past it is killed, not warned); None where there is no limit or it cannot be read."""
+    import psutil
+
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if not text.isdigit() or int(text) >= psutil.virtual_memory().total:
+            return None  # "max", or v1's "unlimited" (a number near 2**63)
+        try:
+            used = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            used = 0
+        return max(0, int(text) - used)
+    return None
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory a run can use: free VRAM on CUDA, else available RAM within the container's
+    memory limit, if it has one.
+
+    $TUTORIAL_MEMORY_LIMIT_MB caps it, to rehearse a smaller machine (and to test the preflight).
+    """
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+        left = container_memory_left()
+        free = free if left is None else min(free, left)
+    limit = os.environ.get(LIMIT_ENV)
+    return min(free, int(float(limit) * 2**20)) if limit else free
+
+
+class WontFitError(MemoryError):
+    """A run was predicted not to fit; raised before training rather than killed by the OS."""
+
+
+def preflight(needed: MemoryEstimate, device: torch.device, headroom: float = 0.9) -> None:
+    """Stop before a run that is predicted not to fit, with the numbers and what to change.
+    `needed`: `estimate(model.config, setup_for(model, ...))` of the run about to start."""
+    free = available_memory(device)
+    if needed.beyond_weights <= headroom * free:
+        return
+    raise WontFitError(
+        f"this run needs about {needed.beyond_weights / 2**20:,.0f} MiB beyond the loaded weights, "
+        f"but only {free / 2**20:,.0f} MiB of {device.type} memory is free.\n{needed}\n"
+        "Try a smaller batch_size with grad_accum (activations shrink with the micro-batch), "
+        "LoRA (no gradients or optimizer state for the base weights), or QLoRA (4-bit weights)."
+    )
