@@ -225,8 +225,8 @@ def resolve_model(name: str) -> str:
         f"cannot find a model called {name!r}. A model is named in one of three ways: an offline "
         f"alias ({', '.join(OFFLINE_MODELS)}), a local model folder, or a Hub id such as "
         f"{OFFLINE_MODELS[DEFAULT_MODEL].original}. Tried: it is no offline alias; there is no "
-        f"folder at {Path(name).absolute()}; and it is not a Hub id (name or owner/name, of letters, "
-        "digits, '-', '_' and '.')."
+        f"folder at {Path(name).absolute()}; and it is not a Hub id (name or owner/name, of "
+        "letters, digits, '-', '_' and '.')."
     )
 
 
