@@ -2,7 +2,7 @@
 
 Ours (`adapter`, `bias-added`; `prompt-scratch` in prompts.py) are written to be read in a
 lesson; peft's (`ia3`; `prompt-tuning`, `prefix-tuning` in prompts.py) are for practice.
-Each of our modules has an `enabled` switch so `evaluate.adapters_disabled` can measure the
+Each of our modules has an `enabled` switch so `base.adapters_disabled` can measure the
 base with the method off, as peft's `disable_adapter` does.
 """
 
