@@ -182,3 +182,11 @@ def test_a_cycle_through_a_function_level_or_relative_import_is_found(tmp_path):
 )
 def test_no_cycle_is_reported_where_there_is_none(tmp_path, files):
     assert find_cycles(import_graph(_write(tmp_path, files), "pkg")) == []
+
+
+def test_the_package_registers_methods_in_the_order_tables_list_them():
+    """methods/__init__ imports the families in this order; lesson tables and the CLI follow it."""
+    from tutorial_lib.methods import REGISTRY
+
+    order = list(dict.fromkeys(m.apply.__module__.rsplit(".", 1)[-1] for m in REGISTRY.values()))
+    assert order == ["selective", "additive", "full", "lora", "prompts", "qlora"]
