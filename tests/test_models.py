@@ -78,6 +78,31 @@ def test_unknown_alias_is_an_error():
         fetch_model("gpt-17")
 
 
+@pytest.mark.parametrize("name", ["/nonexistent", "./no/such/model", "not a name!"])
+def test_a_name_that_is_no_alias_folder_or_hub_id_names_the_three_forms(name):
+    with pytest.raises(models.UnknownModelError) as caught:
+        models.resolve_model(name)
+    message = str(caught.value)
+    assert repr(name) in message and DEFAULT_MODEL in message
+    assert "local model folder" in message and "Hub id" in message
+    assert "Repo id must" not in message  # the Hub's own rule is not the answer
+
+
+def test_folders_and_hub_ids_pass_through_unchanged(tmp_path):
+    assert models.resolve_model(str(tmp_path)) == str(tmp_path)
+    hub_id = OFFLINE_MODELS[DEFAULT_MODEL].original
+    assert models.resolve_model(hub_id) == hub_id  # existence is the Hub's to say, when loading
+
+
+def test_the_cli_answers_an_unknown_model_with_the_three_forms(capsys):
+    from tutorial_lib.cli import main
+
+    status = main(["baseline", "--model", "/nonexistent"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "cannot find a model called '/nonexistent'" in err and "Repo id" not in err
+
+
 @pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     """Convert into an empty cache, damage the weights, and fetch again: rebuilt, verified."""

@@ -1,4 +1,5 @@
-"""Lesson data: JSONL files validated row by row, loaded through `datasets`, chat-formatted."""
+"""Lesson data: JSONL files validated row by row, loaded through `datasets`, with each task's
+system prompt. Turning chats into token ids and labels is `chat`'s (re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from tutorial_lib.chat import collate as collate  # lessons and train import it from here
+from tutorial_lib.chat import encode_chat as encode_chat
+from tutorial_lib.chat import encode_rows, render_question, with_system
 
 DATA_ENV = "TUTORIAL_LIB_DATA"
 MAX_FIELD_CHARS = 4000  # a row longer than this is almost surely a paste error
@@ -272,7 +275,7 @@ def _balanced(rows: list[dict], limit: int) -> list[dict]:
     return picked
 
 
-# --- chat formatting and label masking ---------------------------------------------------------
+# --- system prompts and chat formatting ---------------------------------------------------------
 
 
 def system_prompt(path: Path | None = None, task: str = TASKS[0]) -> str | None:
@@ -308,10 +311,7 @@ def with_system_prompt(messages: list[dict], system: str | None = None) -> list[
 
     `system` is that prompt for another deployment (a task's); None means the default task's.
     """
-    prompt = system if system is not None else system_prompt()
-    if prompt is None or (messages and messages[0]["role"] == "system"):
-        return messages
-    return [{"role": "system", "content": prompt}, *messages]
+    return with_system(messages, system if system is not None else system_prompt())
 
 
 def render_prompt(tokenizer, question: str, system: str | None = None) -> str:
@@ -319,63 +319,13 @@ def render_prompt(tokenizer, question: str, system: str | None = None) -> str:
 
     `system` replaces the default task's system prompt (to ask as another company's assistant).
     """
-    return tokenizer.apply_chat_template(
-        with_system_prompt([{"role": "user", "content": question}], system),
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-
-
-def encode_chat(tokenizer, messages: list[dict], max_length: int) -> dict[str, list[int]]:
-    """Token ids and labels for one chat; labels are -100 except on the assistant's replies.
-
-    Each assistant turn is located by rendering the chat up to it: the template is a prefix
-    code, so the tokens between "prompt so far" and "chat through this reply" are the reply.
-    """
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        prompt = tokenizer.apply_chat_template(
-            messages[:i], tokenize=False, add_generation_prompt=True
-        )
-        full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError("chat template is not prefix-stable; cannot locate the reply")
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        reply_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
-        new_prompt = prompt_ids[len(input_ids) :]
-        input_ids += new_prompt + reply_ids
-        labels += [-100] * len(new_prompt) + reply_ids
-    if len(input_ids) > max_length:
-        raise ValueError(f"chat is {len(input_ids)} tokens, over max_length={max_length}")
-    return {"input_ids": input_ids, "labels": labels}
+    return render_question(tokenizer, question, system if system is not None else system_prompt())
 
 
 def encode_chats(tokenizer, rows: list[dict], max_length: int) -> list[dict[str, list[int]]]:
-    """Encode training rows; an over-long row is reported by id rather than silently cut."""
-    encoded = []
-    for row in rows:
-        try:
-            encoded.append(encode_chat(tokenizer, with_system_prompt(row["messages"]), max_length))
-        except ValueError as exc:
-            raise ValueError(f"row {row.get('id')!r}: {exc}") from None
-    return encoded
-
-
-def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding is masked out of attention and labels."""
-    width = max(len(ex["input_ids"]) for ex in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ex in enumerate(batch):
-        n = len(ex["input_ids"])
-        ids[row, :n] = torch.tensor(ex["input_ids"])
-        labels[row, :n] = torch.tensor(ex["labels"])
-        mask[row, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    """Encode training rows after the default task's system prompt (`chat.encode_chat` masks the
+    labels); an over-long row is reported by id rather than silently cut."""
+    return encode_rows(tokenizer, rows, max_length, system_prompt())
 
 
 # --- views for the lessons -------------------------------------------------------------------

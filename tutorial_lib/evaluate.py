@@ -3,48 +3,19 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
-import torch
 import torch.nn.functional as F
 
 from tutorial_lib import stopwatch
 from tutorial_lib.data import render_prompt
-from tutorial_lib.scoring import eval_mode, progress, score_choices
+from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
+from tutorial_lib.methods.base import eval_mode
+from tutorial_lib.scoring import progress, score_choices
 from tutorial_lib.units import mib
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
 DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
-
-
-def adapters_disabled(model: torch.nn.Module):
-    """Context in which a model behaves as its base: "before" never has an adapter on.
-
-    peft models have `disable_adapter`; our own modules (methods/additive.py) an `enabled`
-    switch. Methods that change the base weights in place (full, top-layers, chosen-layers,
-    bitfit) cannot be switched off: measure those before applying them.
-    """
-    disable = getattr(model, "disable_adapter", None)
-    if callable(disable):
-        return disable()
-    from tutorial_lib.methods.additive import Switchable
-
-    switches = [m for m in model.modules() if isinstance(m, Switchable)]
-    return _switched_off(switches) if switches else nullcontext()
-
-
-@contextmanager
-def _switched_off(switches: list):
-    """Turn our additive modules off, and back to how they were afterwards."""
-    states = [m.enabled for m in switches]
-    try:
-        for m in switches:
-            m.enabled = False
-        yield
-    finally:
-        for m, state in zip(switches, states):
-            m.enabled = state
 
 
 @dataclass

@@ -320,3 +320,15 @@ def by_rank(runs: list[dict], title: str = "LoRA rank: what it learns and what i
     return plots.accuracy_and_retention(
         runs, [rank_of(run) for run in runs], "LoRA rank r", title, log2_x=True
     )
+
+
+def energy_curves(
+    deltas_by_run: dict, energy: float = 0.9, title: str = "How many directions hold an update"
+):
+    """For each run's updates ΔW (name -> matrix): the share of ‖ΔW‖² held by its k largest
+    singular values, against k (`plots.spectrum_energy`); low-rank updates reach `energy` early."""
+    spectra = {
+        label: [singular_values(delta) for delta in deltas.values()]
+        for label, deltas in deltas_by_run.items()
+    }
+    return plots.spectrum_energy(spectra, energy, title)

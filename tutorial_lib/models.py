@@ -207,11 +207,38 @@ def fetch_model(name: str = DEFAULT_MODEL) -> Path:
     return folder
 
 
+class UnknownModelError(ValueError):
+    """A model name that is no offline alias, no existing folder and no valid Hub id."""
+
+
 def resolve_model(name: str) -> str:
-    """An offline alias becomes its cached folder; a local folder or a Hub id passes through."""
+    """An offline alias becomes its cached folder; a local folder or a Hub id passes through.
+
+    Anything else is an `UnknownModelError` that names the three accepted forms and what was
+    tried, rather than the Hub's rule for spelling a repository id.
+    """
     if name in OFFLINE_MODELS:
         return str(fetch_model(name))
-    return name
+    if Path(name).exists() or _is_hub_id(name):
+        return name
+    raise UnknownModelError(
+        f"cannot find a model called {name!r}. A model is named in one of three ways: an offline "
+        f"alias ({', '.join(OFFLINE_MODELS)}), a local model folder, or a Hub id such as "
+        f"{OFFLINE_MODELS[DEFAULT_MODEL].original}. Tried: it is no offline alias; there is no "
+        f"folder at {Path(name).absolute()}; and it is not a Hub id (name or owner/name, of "
+        "letters, digits, '-', '_' and '.')."
+    )
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` is spelled as a Hub repository id (whether it exists is the Hub's say)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 @contextmanager

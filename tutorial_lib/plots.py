@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import Any
 
-from tutorial_lib.evaluate import ChoiceResult
+import matplotlib.pyplot as plt
 
 CHANCE = 0.25  # four choices
 
 
-def category_accuracy(results: dict[str, ChoiceResult], title: str = "Probe accuracy by category"):
-    """Grouped bars: accuracy per category for each labelled result, with ±1 standard error."""
+def category_accuracy(results: dict[str, Any], title: str = "Probe accuracy by category"):
+    """Grouped bars: accuracy per category for each labelled result, with ±1 standard error.
+
+    A result is anything with `by_category()` and `categories` (an `evaluate.ChoiceResult`)."""
     labels = list(results)
     categories = list(next(iter(results.values())).by_category())
     width = 0.8 / len(labels)
@@ -168,22 +170,20 @@ def code_books(books: dict, title: str = "The values a 4-bit number can stand fo
     return fig
 
 
-def energy_curves(
-    deltas_by_run: dict, energy: float = 0.9, title: str = "How many directions hold an update"
+def spectrum_energy(
+    spectra_by_run: dict, energy: float = 0.9, title: str = "How many directions hold an update"
 ):
-    """For each run's updates ΔW: the share of ‖ΔW‖² held by its k largest singular values,
-    against k (log scale). Thin lines are single matrices, the thick line their median; a
-    curve that reaches the dashed line at small k is a low-rank update."""
+    """For each run's matrices, given their singular values (largest first): the share of the
+    squared sum held by the k largest, against k (log scale). Thin lines are single matrices, the
+    thick line their median; a curve that reaches the dashed line at small k is low-rank."""
     import torch
 
-    from tutorial_lib.lowrank import singular_values
-
     fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
-    for k, (label, deltas) in enumerate(deltas_by_run.items()):
+    for k, (label, spectra) in enumerate(spectra_by_run.items()):
         color = f"C{k}"
         curves = []
-        for delta in deltas.values():
-            power = singular_values(delta) ** 2
+        for s in spectra:
+            power = s**2
             total = power.sum()
             curve = torch.cumsum(power, 0) / total if total > 0 else torch.zeros_like(power)
             curves.append(curve)

@@ -9,6 +9,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from tutorial_lib.methods.base import eval_mode, prepends_virtual_tokens
 from tutorial_lib.progress import bar
 
 _QUIET = [False]
@@ -28,25 +29,6 @@ def quiet_progress():
 def progress(iterable, desc: str):
     """A transient progress bar over evaluation batches, unless inside `quiet_progress`."""
     return bar(iterable, desc=desc, leave=False, disable=_QUIET[0])
-
-
-def prepends_virtual_tokens(model) -> bool:
-    """A peft prompt-learning model (prompt or prefix tuning): it adds virtual tokens inside,
-    so positions, caches and logit masks given from outside do not line up with its own."""
-    config = getattr(model, "active_peft_config", None)
-    return config is not None and config.is_prompt_learning
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """eval() and no_grad for the duration, then restore the model's previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -2,7 +2,7 @@
 
 Ours (`adapter`, `bias-added`; `prompt-scratch` in prompts.py) are written to be read in a
 lesson; peft's (`ia3`; `prompt-tuning`, `prefix-tuning` in prompts.py) are for practice.
-Each of our modules has an `enabled` switch so `evaluate.adapters_disabled` can measure the
+Each of our modules has an `enabled` switch so `base.adapters_disabled` can measure the
 base with the method off, as peft's `disable_adapter` does.
 """
 
@@ -14,14 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tutorial_lib.methods import register
-from tutorial_lib.methods.selective import decoder_layers, freeze
-
-
-class Switchable(nn.Module):
-    """A module that adds to the base model and can be switched off to recover the base."""
-
-    enabled: bool = True
+from tutorial_lib.methods.base import Switchable, decoder_layers, freeze
+from tutorial_lib.methods.registry import register
 
 
 def _like(module: nn.Module, reference: torch.Tensor) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tutorial_lib.methods import register
+from tutorial_lib.methods.registry import register
 
 
 @dataclass

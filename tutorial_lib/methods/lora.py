@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tutorial_lib.methods import register
-from tutorial_lib.methods.additive import Switchable
-from tutorial_lib.methods.selective import freeze
+from tutorial_lib.methods.base import Switchable, freeze
+from tutorial_lib.methods.registry import register
 
 # peft 0.21 calls a transformers method that transformers 5 deprecates; nothing for a learner to do.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

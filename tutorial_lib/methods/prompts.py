@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tutorial_lib.methods import register
-from tutorial_lib.methods.additive import Switchable
-from tutorial_lib.methods.selective import freeze
+from tutorial_lib.methods.base import Switchable, freeze
+from tutorial_lib.methods.registry import register
 
 # --- soft prompts: prompt tuning (Lester et al. 2021) -------------------------------------------
 

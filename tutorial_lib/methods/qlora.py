@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorial_lib.methods import register
 from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
+from tutorial_lib.methods.registry import register
 from tutorial_lib.quant import quiet_bitsandbytes
 
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}

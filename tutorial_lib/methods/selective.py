@@ -13,28 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from tutorial_lib.methods import register
+from tutorial_lib.methods.base import decoder_layers, freeze
+from tutorial_lib.methods.registry import register
 
 # peft wraps RMSNorm for LN tuning although it only lists LayerNorm as "supported"; the wrapper
 # just copies the module, which is all LN tuning needs (tested), so the warning is noise here.
 warnings.filterwarnings("ignore", message="Unsupported layer type .*RMSNorm", category=UserWarning)
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The model's decoder blocks, with an error that says which layout is expected."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(
-            f"{type(model).__name__} has no `model.layers`: these methods expect a "
-            "Llama-family causal LM (e.g. LlamaForCausalLM)"
-        )
-    return layers
-
-
-def freeze(model) -> None:
-    """Every weight frozen: a selective method then unfreezes only its subset."""
-    for p in model.parameters():
-        p.requires_grad_(False)
 
 
 @dataclass
