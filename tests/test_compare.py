@@ -446,3 +446,58 @@ def test_fresh_process_memory_joins_the_summary_by_method():
     a, b = cmp.with_fresh_memory(rows, runs)
     assert a["training_memory_bytes"]["mean"] == 150
     assert b["training_memory_bytes"]["mean"] is None
+
+
+# --- a method that cannot apply to the model ----------------------------------------------------
+
+
+def test_a_method_that_does_not_apply_is_reported_not_failed(
+    fake_runs, small_profile, tmp_path, monkeypatch
+):
+    def refuses(baseline, **kwargs):
+        fake_runs.append((kwargs["method"], kwargs["seed"]))
+        if kwargs["method"] == "ia3":
+            raise experiment.NotApplicable("ia3", "this model has no such layers")
+        return fake_summary(**kwargs)
+
+    monkeypatch.setattr(experiment, "summarised_run", refuses)
+    path = tmp_path / "r.jsonl"
+    result = cmp.compare(
+        methods=("ia3", "lora"), baseline=Baseline(small_profile), results_path=path
+    )
+    assert result.failed == [] and [r["method"] for r in result.not_applicable] == ["ia3"]
+    assert "| ia3 | additive | 0.1 | 0 | not applicable: this model has no such layers |" in (
+        result.markdown()
+    )
+    assert result.table().loc["ia3", "error"] == "not applicable: this model has no such layers"
+    cmp.compare(
+        methods=("ia3", "lora"),
+        baseline=Baseline(small_profile),
+        results_path=path,
+        retry_failed=True,
+    )
+    assert fake_runs.count(("ia3", 0)) == 1  # it would not apply again: not retried
+
+
+def test_compare_on_the_tiny_llama_reports_bitfit_and_succeeds_but_a_crash_fails(
+    tiny_folder, tmp_path, capsys, monkeypatch
+):
+    from tutorial_lib.cli import main
+
+    md = tmp_path / "t.md"
+    args = ["compare", "--methods", "bitfit,ln-tuning", "--steps", "1", "--facts", "1"]
+    args += ["--probe-items", "4", "--general-items", "1", "--model", tiny_folder]
+    args += ["--profile", "quick", "--runs", str(tmp_path / "runs.jsonl")]
+    assert main([*args, "--markdown", str(md)]) == 0
+    err = capsys.readouterr().err
+    assert "not applicable: bitfit: " in err and "bias-added" in err and "failed:" not in err
+    table = md.read_text()
+    assert "| bitfit |" in table and "not applicable: bitfit trains existing bias terms" in table
+    assert "| ln-tuning |" in table
+
+    def apply(model, config):
+        raise NotImplementedError("this method is not written yet")
+
+    monkeypatch.setitem(REGISTRY, "broken", Method("broken", "test", dict, apply, 1e-3, ""))
+    assert main([*args[:2], "broken", *args[3:]]) == 1
+    assert "failed: broken seed 0: NotImplementedError" in capsys.readouterr().err
