@@ -20,8 +20,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from tutorial_lib.results import best_per_method
 from tutorial_lib.methods import get_method
+from tutorial_lib.results import best_per_method
 
 KEPT = ("lr", "domain_accuracy_after", "retention", "general_ce_after", "sec_per_step")
 BUDGET = ("steps", "seed", "domain_n_items", "probe_n_items")  # what every rate shared
