@@ -2,9 +2,9 @@
 
 A shared default rate makes some methods look useless (a soft prompt needs steps a hundred times
 larger than full fine-tuning's). The lessons sweep every method's rate on one budget; this
-script reads those sweeps (the JSONL files `forgetting.run_sweep` writes, which
+script reads those sweeps (the JSONL files `sweeps.run_sweep` writes, which
 `run.py --lessons` keeps beside the executed notebooks) and writes, per method, every rate tried
-with what it bought and the best one (`forgetting.best_per_method`: most domain accuracy, then
+with what it bought and the best one (`results.best_per_method`: most domain accuracy, then
 most retention). `tests/test_learning_rates.py` checks that the registry's defaults are these.
 
     python benchmarks/learning_rates.py RUNS.jsonl ... --json benchmarks/results/learning-rates.json
@@ -21,8 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tutorial_lib import provenance
-from tutorial_lib.forgetting import best_per_method
 from tutorial_lib.methods import get_method
+from tutorial_lib.results import best_per_method
 
 KEPT = ("lr", "domain_accuracy_after", "retention", "general_ce_after", "sec_per_step")
 BUDGET = ("steps", "seed", "domain_n_items", "probe_n_items")  # what every rate shared

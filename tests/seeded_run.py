@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from tutorial_lib.baseline import Baseline
 from tutorial_lib.config import get_profile
 from tutorial_lib.experiment import run_experiment
 from tutorial_lib.methods import REGISTRY
@@ -24,7 +25,7 @@ out = {}
 for name in names:
     torch.seed()  # what a new process gets: a different random state each time
     try:
-        result = run_experiment(name, steps=3, seed=7, profile=profile, model_name=model_dir)
+        result = run_experiment(name, Baseline(profile, model_dir), steps=3, seed=7)
     except ValueError as exc:  # a method this model cannot take (e.g. BitFit with no biases)
         out[name] = {"error": str(exc)}
         continue

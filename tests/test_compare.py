@@ -11,6 +11,7 @@ import pytest
 
 from tutorial_lib import compare as cmp
 from tutorial_lib import experiment
+from tutorial_lib.baseline import Baseline
 from tutorial_lib.config import get_profile
 from tutorial_lib.methods import REGISTRY, Method, get_method
 
@@ -92,12 +93,12 @@ def fake_runs(monkeypatch):
     """Replace training with `fake_summary`; returns the list of (method, seed) actually run."""
     calls = []
 
-    def summarised_run(**kwargs):
+    def summarised_run(baseline, **kwargs):
         calls.append((kwargs["method"], kwargs["seed"]))
         return fake_summary(**kwargs)
 
     monkeypatch.setattr(experiment, "summarised_run", summarised_run)
-    monkeypatch.setattr(cmp.SharedBase, "measured", lambda self: (None, None))
+    monkeypatch.setattr(Baseline, "measure", lambda self, *args, **kwargs: self)
     return calls
 
 
@@ -105,7 +106,10 @@ def test_each_method_runs_at_its_default_rate_on_the_same_budget(
     fake_runs, small_profile, tmp_path
 ):
     result = cmp.compare(
-        methods=("full", "lora"), steps=4, profile=small_profile, results_path=tmp_path / "r.jsonl"
+        methods=("full", "lora"),
+        steps=4,
+        baseline=Baseline(small_profile),
+        results_path=tmp_path / "r.jsonl",
     )
     assert [r["method"] for r in result.records] == ["full", "lora"]
     assert [r["lr"] for r in result.records] == [get_method(m).default_lr for m in ("full", "lora")]
@@ -116,7 +120,7 @@ def test_each_method_runs_at_its_default_rate_on_the_same_budget(
 
 def test_given_learning_rates_override_the_defaults(fake_runs, small_profile, tmp_path):
     spec = cmp.ComparisonSpec(methods=("full", "lora"), steps=4, lrs={"lora": 1e-2})
-    result = cmp.compare(spec, profile=small_profile, results_path=tmp_path / "r.jsonl")
+    result = cmp.compare(spec, baseline=Baseline(small_profile), results_path=tmp_path / "r.jsonl")
     assert [r["lr"] for r in result.records] == [get_method("full").default_lr, 1e-2]
 
 
@@ -124,20 +128,20 @@ def test_an_interrupted_comparison_resumes_without_rerunning(
     fake_runs, small_profile, tmp_path, monkeypatch
 ):
     path = tmp_path / "r.jsonl"
-    cmp.compare(methods=("full",), steps=4, profile=small_profile, results_path=path)
+    cmp.compare(methods=("full",), steps=4, baseline=Baseline(small_profile), results_path=path)
     result = cmp.compare(
-        methods=("full", "lora"), steps=4, profile=small_profile, results_path=path
+        methods=("full", "lora"), steps=4, baseline=Baseline(small_profile), results_path=path
     )
     assert fake_runs == [("full", 0), ("lora", 0)]  # full came from the file
     assert len(result.records) == 2
-    cmp.compare(methods=("full",), steps=5, profile=small_profile, results_path=path)
+    cmp.compare(methods=("full",), steps=5, baseline=Baseline(small_profile), results_path=path)
     assert fake_runs[-1] == ("full", 0) and len(fake_runs) == 3  # another budget: run again
 
 
 def test_ctrl_c_during_a_run_keeps_the_finished_ones_and_caches_no_partial_run(
     fake_runs, small_profile, tmp_path, monkeypatch
 ):
-    def interrupted(**kwargs):
+    def interrupted(baseline, **kwargs):
         fake_runs.append((kwargs["method"], kwargs["seed"]))
         summary = fake_summary(**kwargs)
         return {**summary, "interrupted": kwargs["method"] == "lora"}
@@ -145,7 +149,9 @@ def test_ctrl_c_during_a_run_keeps_the_finished_ones_and_caches_no_partial_run(
     monkeypatch.setattr(experiment, "summarised_run", interrupted)
     path = tmp_path / "r.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        cmp.compare(methods=("full", "lora"), steps=4, profile=small_profile, results_path=path)
+        cmp.compare(
+            methods=("full", "lora"), steps=4, baseline=Baseline(small_profile), results_path=path
+        )
     assert [json.loads(line)["config"]["method"] for line in path.read_text().splitlines()] == [
         "full"
     ]
@@ -154,7 +160,7 @@ def test_ctrl_c_during_a_run_keeps_the_finished_ones_and_caches_no_partial_run(
 def test_a_method_that_raises_is_recorded_and_the_others_run(
     fake_runs, small_profile, tmp_path, monkeypatch
 ):
-    def broken(**kwargs):
+    def broken(baseline, **kwargs):
         fake_runs.append((kwargs["method"], kwargs["seed"]))
         if kwargs["method"] == "ia3":
             raise RuntimeError("boom | twice\nover")
@@ -162,23 +168,31 @@ def test_a_method_that_raises_is_recorded_and_the_others_run(
 
     monkeypatch.setattr(experiment, "summarised_run", broken)
     path = tmp_path / "r.jsonl"
-    result = cmp.compare(methods=("ia3", "lora"), profile=small_profile, results_path=path)
+    result = cmp.compare(
+        methods=("ia3", "lora"), baseline=Baseline(small_profile), results_path=path
+    )
     failed, done = result.records
     assert failed["error"] == {"type": "RuntimeError", "message": "boom | twice\nover"}
     assert done["domain_accuracy_after"] == 0.5 and result.failed == [failed]
     assert "| ia3 | additive |" in result.markdown()
     assert "error: RuntimeError: boom / twice over |" in result.markdown()  # one table-safe line
-    cmp.compare(methods=("ia3", "lora"), profile=small_profile, results_path=path)
+    cmp.compare(methods=("ia3", "lora"), baseline=Baseline(small_profile), results_path=path)
     assert fake_runs.count(("ia3", 0)) == 1  # a recorded failure is not rerun by default...
     cmp.compare(
-        methods=("ia3", "lora"), profile=small_profile, results_path=path, retry_failed=True
+        methods=("ia3", "lora"),
+        baseline=Baseline(small_profile),
+        results_path=path,
+        retry_failed=True,
     )
     assert fake_runs.count(("ia3", 0)) == 2 and fake_runs.count(("lora", 0)) == 1  # ...unless
 
 
 def test_seeds_give_a_record_each_and_a_mean_and_spread(fake_runs, small_profile, tmp_path):
     result = cmp.compare(
-        methods=("full", "lora"), seeds=3, profile=small_profile, results_path=tmp_path / "r"
+        methods=("full", "lora"),
+        seeds=3,
+        baseline=Baseline(small_profile),
+        results_path=tmp_path / "r",
     )
     assert sorted(fake_runs) == [(m, s) for m in ("full", "lora") for s in range(3)]
     full = result.summary()[0]
@@ -235,8 +249,7 @@ def test_tiny_model_comparison_shares_data_and_seed(tiny_folder, small_profile, 
     result = cmp.compare(
         methods=("full", "lora"),
         steps=2,
-        profile=small_profile,
-        model_name=tiny_folder,
+        baseline=Baseline(small_profile, tiny_folder),
         results_path=tmp_path / "r.jsonl",
     )
     full, lora = result.records
@@ -262,8 +275,7 @@ def test_a_method_that_fails_on_the_tiny_model_is_recorded(
     result = cmp.compare(
         methods=("broken", "lora"),
         steps=1,
-        profile=small_profile,
-        model_name=tiny_folder,
+        baseline=Baseline(small_profile, tiny_folder),
         results_path=tmp_path / "r.jsonl",
     )
     assert result.records[0]["error"]["type"] == "NotImplementedError"
@@ -349,7 +361,7 @@ def test_compare_command_refuses_bad_arguments_in_one_line(args, message):
 
 def test_seeds_for_gives_some_methods_more_seeds(fake_runs, small_profile, tmp_path):
     spec = cmp.ComparisonSpec(methods=("full", "lora", "ia3"), seeds_for={"lora": 3})
-    result = cmp.compare(spec, profile=small_profile, results_path=tmp_path / "r.jsonl")
+    result = cmp.compare(spec, baseline=Baseline(small_profile), results_path=tmp_path / "r.jsonl")
     assert fake_runs == [("full", 0), ("lora", 0), ("ia3", 0), ("lora", 1), ("lora", 2)]
     assert [row["seeds"] for row in result.summary()] == [1, 3, 1]
 
@@ -434,3 +446,58 @@ def test_fresh_process_memory_joins_the_summary_by_method():
     a, b = cmp.with_fresh_memory(rows, runs)
     assert a["training_memory_bytes"]["mean"] == 150
     assert b["training_memory_bytes"]["mean"] is None
+
+
+# --- a method that cannot apply to the model ----------------------------------------------------
+
+
+def test_a_method_that_does_not_apply_is_reported_not_failed(
+    fake_runs, small_profile, tmp_path, monkeypatch
+):
+    def refuses(baseline, **kwargs):
+        fake_runs.append((kwargs["method"], kwargs["seed"]))
+        if kwargs["method"] == "ia3":
+            raise experiment.NotApplicable("ia3", "this model has no such layers")
+        return fake_summary(**kwargs)
+
+    monkeypatch.setattr(experiment, "summarised_run", refuses)
+    path = tmp_path / "r.jsonl"
+    result = cmp.compare(
+        methods=("ia3", "lora"), baseline=Baseline(small_profile), results_path=path
+    )
+    assert result.failed == [] and [r["method"] for r in result.not_applicable] == ["ia3"]
+    assert "| ia3 | additive | 0.1 | 0 | not applicable: this model has no such layers |" in (
+        result.markdown()
+    )
+    assert result.table().loc["ia3", "error"] == "not applicable: this model has no such layers"
+    cmp.compare(
+        methods=("ia3", "lora"),
+        baseline=Baseline(small_profile),
+        results_path=path,
+        retry_failed=True,
+    )
+    assert fake_runs.count(("ia3", 0)) == 1  # it would not apply again: not retried
+
+
+def test_compare_on_the_tiny_llama_reports_bitfit_and_succeeds_but_a_crash_fails(
+    tiny_folder, tmp_path, capsys, monkeypatch
+):
+    from tutorial_lib.cli import main
+
+    md = tmp_path / "t.md"
+    args = ["compare", "--methods", "bitfit,ln-tuning", "--steps", "1", "--facts", "1"]
+    args += ["--probe-items", "4", "--general-items", "1", "--model", tiny_folder]
+    args += ["--profile", "quick", "--runs", str(tmp_path / "runs.jsonl")]
+    assert main([*args, "--markdown", str(md)]) == 0
+    err = capsys.readouterr().err
+    assert "not applicable: bitfit: " in err and "bias-added" in err and "failed:" not in err
+    table = md.read_text()
+    assert "| bitfit |" in table and "not applicable: bitfit trains existing bias terms" in table
+    assert "| ln-tuning |" in table
+
+    def apply(model, config):
+        raise NotImplementedError("this method is not written yet")
+
+    monkeypatch.setitem(REGISTRY, "broken", Method("broken", "test", dict, apply, 1e-3, ""))
+    assert main([*args[:2], "broken", *args[3:]]) == 1
+    assert "failed: broken seed 0: NotImplementedError" in capsys.readouterr().err

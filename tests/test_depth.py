@@ -9,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from tutorial_lib import depth, forgetting  # noqa: E402
+from tutorial_lib import depth, results, sweeps  # noqa: E402
 from tutorial_lib.methods import REGISTRY  # noqa: E402
 from tutorial_lib.methods.selective import ChosenLayersConfig, TopLayersConfig  # noqa: E402
 
@@ -70,7 +70,7 @@ def test_each_config_is_its_own_variant():
 
 def test_matched_table_by_variant_gives_one_row_per_config():
     runs = [_run("top-layers", {"k": k}, 0.4 + 0.1 * k, 0.9) for k in (1, 2)]
-    table = forgetting.matched_table(depth.by_variant(runs), target=0.5)
+    table = results.matched_table(depth.by_variant(runs), target=0.5)
     assert list(table.index) == ["top-layers k=1", "top-layers k=2"]
 
 
@@ -100,23 +100,19 @@ def test_by_depth_refuses_runs_without_one_depth(run, message):
 
 def test_a_cached_depth_sweep_on_the_tiny_model(tiny, tmp_path):
     """The lesson's path end to end: JSON configs, run_sweep's cache, variants, the depth plot."""
-    from functools import partial
-
+    from tutorial_lib.baseline import Baseline
     from tutorial_lib.config import get_profile
-    from tutorial_lib.experiment import summarised_run
+    from tutorial_lib.experiment import Runner
 
     model, tok = tiny
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
     profile = get_profile("quick").with_overrides(probe_items=8, domain_facts=1, general_items=2)
-    run = depth.configured(
-        partial(summarised_run, steps=1, profile=profile, model_name=str(tmp_path / "tiny"))
-    )
+    run = Runner(Baseline(profile, str(tmp_path / "tiny")), steps=1)
     configs = [depth.one_block(i, REGISTRY["chosen-layers"].default_lr) for i in (0, 1)]
-    fresh = forgetting.run_sweep(configs, run, tmp_path / "runs.jsonl")
-    cached = forgetting.run_sweep(
-        configs, lambda **_: pytest.fail("rerun"), tmp_path / "runs.jsonl"
-    )
+    fresh = sweeps.run_sweep(configs, run, tmp_path / "runs.jsonl")
+    rerun = lambda **_: pytest.fail("rerun")  # noqa: E731
+    cached = sweeps.run_sweep(configs, rerun, tmp_path / "runs.jsonl", where=run.where())
     for runs in (fresh, cached):
         assert [depth.variant(r) for r in runs] == [
             "chosen-layers layers=0",

@@ -9,17 +9,11 @@ import pytest
 import torch
 
 from tutorial_lib import data
-from tutorial_lib.forgetting import (
-    EWC,
-    L2SP,
-    at_domain_accuracy,
-    comparison_table,
-    encode_text,
-    general_batches,
-    mix_replay,
-    run_sweep,
-)
+from tutorial_lib.baseline import Baseline
+from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method
+from tutorial_lib.results import at_domain_accuracy, comparison_table
+from tutorial_lib.sweeps import run_sweep
 from tutorial_lib.train import TrainConfig, train
 
 
@@ -135,10 +129,9 @@ def test_experiment_with_replay_and_penalties_records_its_trajectory(tiny_folder
     )
     result = run_experiment(
         "full",
+        Baseline(profile, tiny_folder),
         steps=4,
         lr=1e-3,
-        profile=profile,
-        model_name=tiny_folder,
         replay=0.5,
         l2sp=0.1,
         ewc=0.1,
@@ -252,15 +245,8 @@ def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder)
         probe_items=20, domain_facts=2, general_items=4, batch_size=4
     )
     mid = Suite.from_profile(profile).subset(10, 2)
-    result = run_experiment(
-        "full",
-        steps=4,
-        lr=1e-3,
-        profile=profile,
-        model_name=tiny_folder,
-        eval_at=(2,),
-        trajectory_suite=mid,
-    )
+    where = Baseline(profile, tiny_folder, trajectory_suite=mid)
+    result = run_experiment("full", where, steps=4, lr=1e-3, eval_at=(2,))
     assert [p["probe_n_items"] for p in result.trajectory] == [20, 10, 20]
 
 
@@ -284,7 +270,7 @@ def _lr_run(method, lr, domain, retention, ce, before_domain=0.25, before_ce=3.0
 
 
 def test_best_per_method_picks_most_learning_then_most_kept():
-    from tutorial_lib.forgetting import best_per_method
+    from tutorial_lib.results import best_per_method
 
     runs = [
         _lr_run("a", 1e-3, 0.5, 0.9, 3.1),
@@ -297,7 +283,7 @@ def test_best_per_method_picks_most_learning_then_most_kept():
 
 
 def test_matched_table_reads_the_gentlest_rate_that_reaches_the_target():
-    from tutorial_lib.forgetting import learning_rate_path, matched_table
+    from tutorial_lib.results import learning_rate_path, matched_table
 
     runs = [
         _lr_run("a", 3e-3, 1.0, 0.8, 3.6),
@@ -316,7 +302,7 @@ def test_matched_table_reads_the_gentlest_rate_that_reaches_the_target():
 
 
 def test_matched_table_keeps_small_learning_rates_unrounded():
-    from tutorial_lib.forgetting import matched_table
+    from tutorial_lib.results import matched_table
 
     runs = [_lr_run("a", 3e-5, 0.75, 0.9, 3.2), _lr_run("a", 1e-5, 0.5, 0.95, 3.1)]
     table = matched_table(runs, target=0.5)
@@ -325,7 +311,7 @@ def test_matched_table_keeps_small_learning_rates_unrounded():
 
 
 def test_costs_table_converts_units():
-    from tutorial_lib.forgetting import costs_table
+    from tutorial_lib.results import costs_table
 
     table = costs_table([_lr_run("a", 1e-3, 0.5, 0.9, 3.1)])
     row = table.loc["a 0.001"]

@@ -167,8 +167,8 @@ def test_the_cli_takes_smaller_batches(monkeypatch):
     class Stop(Exception):
         pass
 
-    def record(spec, profile, **kwargs):
-        seen["profile"] = profile
+    def record(spec, baseline, **kwargs):
+        seen["profile"] = baseline.profile
         raise Stop
 
     monkeypatch.setattr(experiment, "run_experiment", record)

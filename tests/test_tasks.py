@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from tutorial_lib import data, evaluate
+from tutorial_lib.baseline import Baseline
 from tutorial_lib.config import get_profile
 from tutorial_lib.evaluate import evaluate_choices, question_prompt
 from tutorial_lib.experiment import Suite, run_experiment, training_examples
@@ -162,8 +163,7 @@ def test_run_experiment_trains_and_asks_the_specs_task(tiny, tmp_path):
     profile = get_profile("quick").with_overrides(probe_items=10, domain_facts=1, general_items=2)
     result = run_experiment(
         RunSpec("full", steps=1, task="brimvale"),
-        profile=profile,
-        model_name=str(tmp_path / "tiny"),
+        Baseline(profile, str(tmp_path / "tiny"), task="brimvale"),
     )
     assert result.after.domain.ids == ["b001-e"] and result.summary()["spec"]["task"] == "brimvale"
 
@@ -219,11 +219,10 @@ def test_a_sweep_run_can_keep_its_trained_weights(tiny, tmp_path):
     tok.save_pretrained(tmp_path / "tiny")
     profile = get_profile("quick").with_overrides(probe_items=10, domain_facts=1, general_items=2)
     summary = summarised_run(
-        "adapter run",
+        Baseline(profile, str(tmp_path / "tiny")),
+        label="adapter run",
         method="adapter",
         steps=1,
-        profile=profile,
-        model_name=str(tmp_path / "tiny"),
         save_as=tmp_path / "adapter.safetensors",
     )
     from safetensors.torch import load_file

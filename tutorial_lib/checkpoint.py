@@ -1,8 +1,9 @@
-"""Checkpoints of a training run: trainable weights, optimizer, scheduler, RNG, step, history.
+"""Saved weights: a run's trained weights alone (`save_trainable`, `load_trainable`), and
+checkpoints of a training run (trainable weights, optimizer, scheduler, RNG, step, history).
 
 Safetensors for tensors and JSON for everything else: nothing is pickled. Each checkpoint is
 written to a temporary folder and renamed into place, so a crash never leaves a half-written one;
-a reader only ever sees complete `step-NNNNNN` folders.
+a reader only ever sees complete `step-NNNNNN` folders. Both readers are strict about names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,52 @@ import torch
 from safetensors.torch import load_file, save_file
 
 TENSORS, META = "state.safetensors", "state.json"
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """The parameters training changes, by name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def check_names(path, trainable, saved) -> None:
+    """Refuse a file whose weight names differ from the model's trainable ones, either way: a
+    trained weight with no place in the model, or a trainable weight the file lacks, means the
+    method or its config differ, and is an error rather than a silent skip."""
+    missing, unexpected = sorted(set(trainable) - set(saved)), sorted(set(saved) - set(trainable))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit this model (made with another method or config?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected)"
+        )
+
+
+def save_trainable(model, path: Path) -> int:
+    """Save only what training changed (safetensors) and return the file's size in bytes."""
+    tensors = {n: p.detach().cpu().contiguous() for n, p in trainable_parameters(model).items()}
+    save_file(tensors, str(path))
+    return Path(path).stat().st_size
+
+
+def load_trainable(model, path: Path):
+    """Load a `save_trainable` file into a model prepared with the same method (names and
+    shapes must match: `check_names`)."""
+    tensors = load_file(str(path))
+    params = trainable_parameters(model)
+    check_names(path, params, tensors)
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if params[name].shape != tensor.shape:
+                got, want = tuple(tensor.shape), tuple(params[name].shape)
+                raise ValueError(f"{name}: the file has shape {got}, the model {want}")
+            params[name].copy_(tensor)
+    return model
+
+
+def checkpoint_bytes(model) -> int:
+    """Bytes that must be stored to reuse a run (the base model is shared and not counted)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_trainable(model, Path(tmp) / "trained.safetensors")
 
 
 def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -53,8 +100,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"param.{name}": p.detach().cpu().contiguous()
-        for name, p in model.named_parameters()
-        if p.requires_grad
+        for name, p in trainable_parameters(model).items()
     }
     optim_tensors, optim_meta = _optimizer_parts(optimizer)
     tensors.update(optim_tensors)
@@ -92,14 +138,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     """Restore a checkpoint into model, optimizer and scheduler; return (step, loss history)."""
     tensors = load_file(str(Path(path) / TENSORS))
     meta = json.loads((Path(path) / META).read_text())
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    trainable = trainable_parameters(model)
     saved = {k[len("param.") :] for k in tensors if k.startswith("param.")}
-    if saved != set(trainable):
-        missing, extra = sorted(set(trainable) - saved)[:3], sorted(saved - set(trainable))[:3]
-        raise ValueError(
-            f"checkpoint {path} does not match this model's trainable parameters "
-            f"(missing {missing}, unexpected {extra}): was it made with another method?"
-        )
+    check_names(f"checkpoint {path}", trainable, saved)
     with torch.no_grad():
         for name, p in trainable.items():
             p.copy_(tensors[f"param.{name}"])

@@ -1,104 +1,50 @@
-"""One experiment, end to end: evaluate the base, apply a method, train, evaluate again."""
+"""One experiment, end to end: evaluate the base, apply a method, train, evaluate again.
+
+`run_experiment(spec, baseline)`: the spec says what to run, the `baseline.Baseline` where (profile,
+model, suites, the base's numbers). `Runner` is the same for a sweep: `Runner(baseline, steps=...)`
+is the `run` that `sweeps.run_sweep` calls once per config, and that its cache is keyed on.
+"""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tutorial_lib import data
-from tutorial_lib.config import Profile, get_profile
-from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model, forgetting_report
+from tutorial_lib.baseline import Baseline, Suite, evaluate_base, evaluate_suite
+from tutorial_lib.checkpoint import checkpoint_bytes, load_trainable, save_trainable
+from tutorial_lib.config import Profile
+from tutorial_lib.evaluate import Evaluation, forgetting_report
 from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method, get_method
-from tutorial_lib.models import DEFAULT_MODEL, load_base_model
+from tutorial_lib.models import load_base_model
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
-
-@dataclass
-class Suite:
-    """The evaluation items a profile asks for: probe, held-out domain questions, general text."""
-
-    probe: list[dict]
-    domain: list[dict]
-    general: list[dict]
-
-    @classmethod
-    def from_profile(cls, profile: Profile, task: str = data.TASKS[0]) -> Suite:
-        """The profile's items; `task` picks whose domain questions (general items are shared)."""
-        return cls(
-            probe=data.load_probe(limit=profile.probe_items),
-            domain=data.load_domain_eval(facts=profile.domain_facts, task=task),
-            general=data.load_general_text(limit=profile.general_items),
-        )
-
-    def subset(self, probe_items: int, general_items: int) -> Suite:
-        """A cheaper suite for mid-run trajectory points: fewer probe items (every category
-        kept) and passages, the same domain questions."""
-        return Suite(
-            probe=data._balanced(self.probe, probe_items),
-            domain=self.domain,
-            general=self.general[:general_items],
-        )
+__all__ = [  # with names re-exported from where they now live, for earlier notebooks
+    "Baseline",
+    "ExperimentResult",
+    "NotApplicable",
+    "Runner",
+    "Suite",
+    "checkpoint_bytes",
+    "evaluate_base",
+    "evaluate_suite",
+    "load_trainable",
+    "run_experiment",
+    "save_trainable",
+    "summarised_run",
+]
 
 
-def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
-    """Evaluate on a suite; a peft model is measured with its adapters as they are."""
-    return evaluate_model(model, tokenizer, suite.probe, suite.domain, suite.general, batch_size)
+class NotApplicable(ValueError):
+    """The method cannot be applied to this model (e.g. BitFit on a model without biases):
+    known before any training, so a comparison reports it rather than failing."""
 
-
-def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
-    """Evaluate the base model: any adapter is switched off, so "before" is never flattered."""
-    with adapters_disabled(model):
-        return evaluate_suite(model, tokenizer, suite, batch_size)
-
-
-def save_trainable(model, path: Path) -> int:
-    """Save only what training changed (safetensors) and return the file's size in bytes."""
-    from safetensors.torch import save_file
-
-    tensors = {
-        name: p.detach().cpu().contiguous()
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-    save_file(tensors, str(path))
-    return Path(path).stat().st_size
-
-
-def load_trainable(model, path: Path):
-    """Load a `save_trainable` file into a model prepared with the same method (names must match).
-
-    Strict both ways: a trained weight with no place in the model, or a trainable weight the
-    file lacks, means the method or its config differ, and is an error rather than a silent skip.
-    """
-    import torch
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not fit this model (same method and config?): "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]} "
-            f"({len(missing)} missing, {len(unexpected)} unexpected)"
-        )
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            if params[name].shape != tensor.shape:
-                got, want = tuple(tensor.shape), tuple(params[name].shape)
-                raise ValueError(f"{name}: the file has shape {got}, the model {want}")
-            params[name].copy_(tensor)
-    return model
-
-
-def checkpoint_bytes(model) -> int:
-    """Bytes that must be stored to reuse a run (the base model is shared and not counted)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return save_trainable(model, Path(tmp) / "trained.safetensors")
+    def __init__(self, method: str, reason: str):
+        super().__init__(reason)
+        self.method, self.reason = method, reason
 
 
 @dataclass
@@ -211,15 +157,54 @@ def training_examples(
     return mix_replay(examples, pool, replay, seed)
 
 
+def run_spec(method: str | RunSpec, spec_fields: dict) -> RunSpec:
+    """`method` as a RunSpec: itself, or a method name with the spec's fields as keywords."""
+    if not isinstance(method, RunSpec):
+        return RunSpec(method, **spec_fields)
+    if spec_fields:
+        raise TypeError(f"give the run's knobs in the RunSpec, not as {sorted(spec_fields)}")
+    return method
+
+
+def train_config(spec: RunSpec, profile: Profile) -> TrainConfig:
+    """The training loop's settings: the spec's, else the profile's and the method's defaults."""
+    return TrainConfig(
+        steps=spec.steps or profile.train_steps,
+        batch_size=profile.batch_size,
+        lr=spec.lr if spec.lr is not None else get_method(spec.method).default_lr,
+        seed=spec.seed,
+        bf16=spec.bf16,
+    )
+
+
+def applied(model, spec: RunSpec):
+    """The model prepared as the spec's method; a method that refuses it is `NotApplicable`."""
+    try:  # seeded here, so the method's random initial values are the same in every process
+        return apply_method(model, spec.method, spec.method_config, seed=spec.seed)
+    except ValueError as exc:
+        raise NotApplicable(spec.method, str(exc)) from exc
+
+
+def trajectory_recorder(spec: RunSpec, steps: int, baseline: Baseline, tokenizer, points: list):
+    """The `train` callback that appends a `trajectory_point` at each of the spec's `eval_at`
+    steps, on the baseline's mid-run suite when it has one."""
+    mid = baseline.trajectory_suite
+    batch = baseline.profile.eval_batch_size
+
+    def measure(step: int, trained) -> None:
+        if step in spec.eval_at and step < steps:
+            with quiet_progress():  # the training bar is already showing
+                now = evaluate_suite(trained, tokenizer, mid or baseline.suite, batch)
+            subset_before = baseline.trajectory_before if mid is not None else None
+            points.append(trajectory_point(step, baseline.before, now, subset_before))
+
+    return measure
+
+
 def run_experiment(
     method: str | RunSpec,
+    baseline: Baseline | None = None,
     *,
-    profile: Profile | None = None,
-    model_name: str = DEFAULT_MODEL,
-    suite: Suite | None = None,
-    before: Evaluation | None = None,
-    trajectory_suite: Suite | None = None,
-    trajectory_before: Evaluation | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     **spec_fields,
@@ -228,53 +213,25 @@ def run_experiment(
 
     `method` is a `RunSpec`, or a method name with the spec's fields as keywords (`steps`, `lr`,
     `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`, `task`; see `RunSpec`).
-    The spec's `task` picks the company trained on, and asked about unless `suite` is given.
-    The rest says where it runs: `profile` sizes it; pass `before` (an earlier `evaluate_base`
-    on the same `suite`) to skip re-measuring the base; `trajectory_suite` (e.g.
-    `suite.subset(120, 40)`) measures the `eval_at` points more cheaply than the full before
-    and after, and `trajectory_before`, the base on it, shares that measurement between runs;
-    `checkpoint_dir` and `resume` go to `train` (checkpoint, continue an interrupted run).
+    The spec's `task` picks the company trained on. `baseline` says where it runs and what it
+    is asked (default: this profile's items for the spec's task); its base numbers are measured
+    on this run's model if it has none yet, and kept for the next run. `checkpoint_dir` and
+    `resume` go to `train` (checkpoint, continue an interrupted run).
     """
-    if isinstance(method, RunSpec):
-        if spec_fields:
-            raise TypeError(f"give the run's knobs in the RunSpec, not as {sorted(spec_fields)}")
-        spec = method
-    else:
-        spec = RunSpec(method, **spec_fields)
-    profile = profile or get_profile()
-    config = TrainConfig(
-        steps=spec.steps or profile.train_steps,
-        batch_size=profile.batch_size,
-        lr=spec.lr if spec.lr is not None else get_method(spec.method).default_lr,
-        seed=spec.seed,
-        bf16=spec.bf16,
-    )
-    suite = suite or Suite.from_profile(profile, spec.task)
-    model, tokenizer = load_base_model(model_name)
+    spec = run_spec(method, spec_fields)
+    baseline = baseline or Baseline(task=spec.task)
+    profile, config = baseline.profile, train_config(spec, baseline.profile)
+    model, tokenizer = load_base_model(baseline.model_name)
     examples = training_examples(tokenizer, profile, spec.replay, spec.seed, spec.task)
-    if before is None:
-        before = evaluate_base(model, tokenizer, suite, profile.eval_batch_size)
-    if trajectory_suite is not None and spec.eval_at and trajectory_before is None:
-        trajectory_before = evaluate_base(
-            model, tokenizer, trajectory_suite, profile.eval_batch_size
-        )
-    # seeded here, so the method's random initial values are the same in every process
-    model = apply_method(model, spec.method, spec.method_config, seed=spec.seed)
+    before = baseline.measure(model, tokenizer, trajectory=bool(spec.eval_at)).before
+    model = applied(model, spec)
     penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)
     trajectory = [trajectory_point(0, before, before)]
-
-    def measure(step: int, trained) -> None:
-        if step in spec.eval_at and step < config.steps:
-            mid_suite = trajectory_suite or suite
-            with quiet_progress():  # the training bar is already showing
-                now = evaluate_suite(trained, tokenizer, mid_suite, profile.eval_batch_size)
-            subset_before = trajectory_before if trajectory_suite is not None else None
-            trajectory.append(trajectory_point(step, before, now, subset_before))
-
+    measure = trajectory_recorder(spec, config.steps, baseline, tokenizer, trajectory)
     result = train(
         model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume, penalties, measure
     )
-    after = evaluate_suite(model, tokenizer, suite, profile.eval_batch_size)
+    after = evaluate_suite(model, tokenizer, baseline.suite, profile.eval_batch_size)
     trajectory.append(trajectory_point(result.steps_done, before, after))
     return ExperimentResult(
         spec.method,
@@ -292,14 +249,40 @@ def run_experiment(
 
 
 def summarised_run(
-    label: str = "", group: str = "", save_as: str | Path | None = None, **kwargs
+    baseline: Baseline | None = None,
+    *,
+    label: str = "",
+    group: str = "",
+    save_as: str | Path | None = None,
+    **spec_fields,
 ) -> dict:
     """One sweep run, returned as its JSON-able summary (not the model, so a sweep holds one
-    model at a time). Bind what all runs share (profile, suite, `before`) with functools.partial;
-    `label` and `group` name the run in tables and plots; `save_as` keeps its trained weights
-    (`save_trainable`), e.g. to swap them in later."""
+    model at a time). `label` and `group` name the run in tables and plots; `save_as` keeps its
+    trained weights (`save_trainable`), e.g. to swap them in later."""
     with quiet_progress():  # one training bar per run; evaluation bars would pile up
-        result = run_experiment(**kwargs)
+        result = run_experiment(baseline=baseline, **spec_fields)
     if save_as is not None:
         save_trainable(result.model, Path(save_as))
     return {**result.summary(), "label": label, "group": group}
+
+
+class Runner:
+    """A sweep's `run`: `summarised_run` on one baseline with the fields every run shares
+    (`Runner(baseline, steps=28, seed=0)`); each config adds its own. A config may give the
+    method's config as plain JSON fields, `method_fields={"k": 4}`, so that it can be cached.
+    `where()` is what the sweep cache keys on besides each config."""
+
+    def __init__(self, baseline: Baseline, **shared):
+        self.baseline, self.shared = baseline, shared
+
+    def __call__(self, method_fields: dict | None = None, **config) -> dict:
+        fields = {**self.shared, **config}
+        if method_fields is not None:
+            method_config = get_method(fields["method"]).config_cls(**method_fields)
+            fields["method_config"] = method_config
+        return summarised_run(self.baseline, **fields)
+
+    def where(self) -> dict:
+        """The baseline's identity and the shared fields (as JSON: tuples become lists)."""
+        shared = {k: list(v) if isinstance(v, tuple) else v for k, v in self.shared.items()}
+        return {**self.baseline.identity(), "shared": shared}

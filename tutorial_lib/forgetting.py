@@ -3,11 +3,8 @@ weights (L2-SP, EWC) that plug into the one training loop as penalties."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 
 import torch
 
@@ -101,165 +98,14 @@ def general_batches(tokenizer, passages: list[dict], max_length: int, batch_size
     return [collate(examples[i : i + batch_size], pad) for i in range(0, len(examples), batch_size)]
 
 
-# --- sweeps that survive interruption ------------------------------------------------------------
-
-
-def run_sweep(
-    configs: list[dict], run: Callable[..., dict], results_path: str | Path
-) -> list[dict]:
-    """Run `run(**config)` for each config, appending each finished result to a JSONL file.
-
-    Configs already in the file are skipped, so an interrupted sweep resumes where it stopped
-    and never loses a finished run. Returns every result, in the order of `configs`.
-    """
-    path = Path(results_path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no runs/ folder yet
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[json.dumps(row["config"], sort_keys=True)] = row
-    for config in configs:
-        key = json.dumps(config, sort_keys=True)
-        if key in done:
-            continue
-        row = {"config": config, "result": run(**config)}
-        with open(path, "a") as fh:  # one line per finished run, flushed before the next starts
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        done[key] = row
-    return [done[json.dumps(c, sort_keys=True)]["result"] for c in configs]
-
-
-# --- comparing runs ------------------------------------------------------------------------------
-
-
-def at_domain_accuracy(trajectory: list[dict], target: float) -> dict | None:
-    """A run's numbers at the moment its domain accuracy first reached `target`, interpolated
-    linearly between measured steps; None if it never did.
-
-    Comparing methods at equal steps flatters whichever learned less; comparing them at equal
-    domain accuracy asks what each paid in forgetting for the same learning.
-    """
-    if trajectory and trajectory[0]["domain_accuracy"] >= target:
-        return {k: v for k, v in trajectory[0].items() if isinstance(v, (int, float))}
-    for prev, point in zip(trajectory, trajectory[1:]):
-        if point["domain_accuracy"] >= target:
-            lo, hi = prev["domain_accuracy"], point["domain_accuracy"]
-            t = (target - lo) / (hi - lo)
-            return {
-                key: prev[key] + t * (point[key] - prev[key])
-                for key in point
-                if isinstance(point[key], (int, float))
-            }
-    return None
-
-
-def comparison_table(runs: list[dict], target: float | None = None):
-    """One row per run (summaries from `experiment.summarised_run`): what it learned and what it
-    kept at the end, and, with `target`, both again at the step it reached that domain accuracy."""
-    import pandas as pd
-
-    rows = []
-    for run in runs:
-        row = {
-            "run": run["label"],
-            "domain acc": run["domain_accuracy_after"],
-            "probe acc": run["probe_accuracy_after"],
-            "forgetting (pts)": 100 * run["forgetting"],
-            "± (pts)": 100 * run["forgetting_stderr"],
-            "retention": run["retention"],
-            "general CE": run["general_ce_after"],
-            "s/step": run["sec_per_step"],
-        }
-        if target is not None:
-            at = at_domain_accuracy(run["trajectory"], target)
-            row[f"step to {target:.0%}"] = at["step"] if at else None
-            row[f"retention at {target:.0%}"] = at["retention"] if at else None
-            row[f"CE at {target:.0%}"] = at["general_ce"] if at else None
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("run").round(3)
-
-
-def best_per_method(runs: list[dict]) -> dict[str, dict]:
-    """Each method's run that learned most at the shared budget (ties: the one that kept more),
-    which is how a learning rate is calibrated per method rather than shared."""
-    best: dict[str, dict] = {}
-    for run in runs:
-        key = (run["domain_accuracy_after"], run["retention"])
-        kept = best.get(run["method"])
-        if kept is None or key > (kept["domain_accuracy_after"], kept["retention"]):
-            best[run["method"]] = run
-    return best
-
-
-def learning_rate_path(runs: list[dict]) -> list[dict]:
-    """One method's runs as a path from the base (lr 0) through rising learning rates, in the
-    shape `at_domain_accuracy` reads, so methods can be compared at matched domain accuracy
-    without extra evaluations: the gentlest rate that learns this much, and what it kept."""
-    ordered = sorted(runs, key=lambda run: run["lr"])
-    first = ordered[0]
-    base = {
-        "lr": 0.0,
-        "domain_accuracy": first["domain_accuracy_before"],
-        "retention": 1.0,
-        "general_ce": first["general_ce_before"],
-    }
-    return [base] + [
-        {
-            "lr": run["lr"],
-            "domain_accuracy": run["domain_accuracy_after"],
-            "retention": run["retention"],
-            "general_ce": run["general_ce_after"],
-        }
-        for run in ordered
-    ]
-
-
-def matched_table(runs: list[dict], target: float):
-    """Per method: its best run at the budget, and its retention and cross-entropy where its
-    learning-rate path first reached `target` domain accuracy (empty where it never did)."""
-    import pandas as pd
-
-    rows = []
-    for method, best in best_per_method(runs).items():
-        path = learning_rate_path([run for run in runs if run["method"] == method])
-        at = at_domain_accuracy(path, target)
-        rows.append(
-            {
-                "method": method,
-                "best lr": best["lr"],
-                "domain acc": best["domain_accuracy_after"],
-                "retention": best["retention"],
-                "general CE": best["general_ce_after"],
-                f"lr to {target:.0%}": at["lr"] if at else None,
-                f"retention at {target:.0%}": at["retention"] if at else None,
-                f"CE at {target:.0%}": at["general_ce"] if at else None,
-            }
-        )
-    table = pd.DataFrame(rows).set_index("method")
-    rates = ["best lr", f"lr to {target:.0%}"]  # rounding would show 3e-5 as 0.0
-    return table.round({c: 4 for c in table.columns if c not in rates})
-
-
-def costs_table(runs: list[dict]):
-    """What each run cost: trainable share, optimizer state, peak memory, time, file size."""
-    import pandas as pd
-
-    rows = [
-        {
-            "run": run.get("label") or run["method"],
-            "trainable params": run["trainable_params"],
-            "trainable %": run["trainable_percent"],
-            "optimizer state (MB)": run["optimizer_state_bytes"] / 1e6,
-            "peak memory (GB)": run["peak_memory_bytes"] / 1e9
-            if run["peak_memory_bytes"]
-            else None,
-            "s/step": run["sec_per_step"],
-            "checkpoint (MB)": run["checkpoint_bytes"] / 1e6,
-        }
-        for run in runs
-    ]
-    return pd.DataFrame(rows).set_index("run").round(3)
+# Moved: reading and tabulating runs is `results`, running and caching sweeps is `sweeps`. The
+# old names still work from here, for notebooks and code written against them.
+from tutorial_lib.results import (  # noqa: E402, F401
+    at_domain_accuracy,
+    best_per_method,
+    comparison_table,
+    costs_table,
+    learning_rate_path,
+    matched_table,
+)
+from tutorial_lib.sweeps import run_sweep  # noqa: E402, F401

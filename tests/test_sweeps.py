@@ -1,0 +1,119 @@
+"""The sweep cache: a run is read back only when nothing that changes its numbers has changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tutorial_lib import data, sweeps
+from tutorial_lib.baseline import Baseline
+from tutorial_lib.config import get_profile
+from tutorial_lib.experiment import Runner
+
+SMALL = dict(probe_items=8, domain_facts=1, general_items=2, batch_size=2)
+
+
+class FakeRunner(Runner):
+    """A `Runner` that records its calls instead of training: its cache key is the real one."""
+
+    def __init__(self, baseline: Baseline, calls: list, **shared):
+        super().__init__(baseline, **shared)
+        self.calls = calls
+
+    def __call__(self, method_fields=None, **config) -> dict:
+        self.calls.append(config)
+        return {"label": config.get("label", ""), "group": config.get("group", ""), "score": 1.0}
+
+
+@pytest.fixture
+def profile():
+    return get_profile("quick").with_overrides(**SMALL)
+
+
+@pytest.fixture
+def sweep(profile, tmp_path):
+    """`sweep(**changes)` runs one config through the cache; returns how many runs it trained."""
+    calls: list = []
+    path = tmp_path / "runs.jsonl"
+
+    def run(config=None, seed=0, **baseline_fields) -> int:
+        before = len(calls)
+        where = Baseline(**{"profile": profile, **baseline_fields})
+        config = config or {"label": "lora", "method": "lora", "lr": 3e-3}
+        sweeps.run_sweep([config], FakeRunner(where, calls, steps=2, seed=seed), path)
+        return len(calls) - before
+
+    return run
+
+
+def test_an_unchanged_sweep_is_read_back_without_running(sweep):
+    assert sweep() == 1
+    assert sweep() == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 1},
+        {"config": {"label": "lora", "method": "lora", "lr": 1e-3}},
+        {"task": "brimvale"},
+        {"model_name": "another-model"},
+    ],
+)
+def test_changing_what_a_run_depends_on_reruns_it(sweep, change):
+    assert sweep() == 1
+    assert sweep(**change) == 1
+    assert sweep(**change) == 0  # and the new run is cached in turn
+
+
+@pytest.mark.parametrize("sizes", [{"domain_facts": 2}, {"probe_items": 4}, {"max_length": 64}])
+def test_changing_a_size_reruns(sweep, profile, sizes):
+    assert sweep() == 1
+    assert sweep(profile=profile.with_overrides(**sizes)) == 1
+
+
+def test_the_profiles_name_alone_does_not_rerun(sweep, profile):
+    assert sweep() == 1
+    assert sweep(profile=profile.with_overrides(name="full")) == 0
+
+
+def test_edited_data_files_rerun(sweep, tmp_path, monkeypatch):
+    copy = tmp_path / "data"
+    shutil.copytree(data.data_dir(), copy)
+    monkeypatch.setenv(data.DATA_ENV, str(copy))
+    assert sweep() == 1
+    general = copy / "general_text.jsonl"
+    general.write_text(general.read_text().replace("coffee", "tea", 1))
+    assert sweep() == 1
+
+
+def test_a_new_results_schema_reruns(sweep, monkeypatch):
+    assert sweep() == 1
+    monkeypatch.setattr(sweeps, "SCHEMA", sweeps.SCHEMA + 1)
+    assert sweep() == 1
+
+
+def test_a_new_label_or_save_path_is_read_back_under_its_new_name(sweep, tmp_path):
+    base = {"label": "lora", "group": "a", "method": "lora", "lr": 3e-3}
+    assert sweep(config=base) == 1
+    renamed = {**base, "label": "LoRA r=8", "group": "b", "save_as": str(tmp_path / "w.st")}
+    assert sweep(config=renamed) == 0
+
+
+def test_a_cached_run_takes_the_names_of_the_config_that_asked(profile, tmp_path):
+    calls: list = []
+    run = FakeRunner(Baseline(profile), calls, steps=2)
+    path = tmp_path / "runs.jsonl"
+    sweeps.run_sweep([{"label": "old", "group": "g", "method": "lora"}], run, path)
+    [again] = sweeps.run_sweep([{"label": "new", "group": "h", "method": "lora"}], run, path)
+    assert len(calls) == 1 and (again["label"], again["group"]) == ("new", "h")
+
+
+def test_rows_of_an_older_format_are_not_trusted(profile, tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps({"config": {"method": "lora"}, "result": {"score": 0}}) + "\n")
+    calls: list = []
+    [result] = sweeps.run_sweep([{"method": "lora"}], FakeRunner(Baseline(profile), calls), path)
+    assert len(calls) == 1 and result["score"] == 1.0

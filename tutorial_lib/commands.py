@@ -1,0 +1,168 @@
+"""What each `tutorial-lib` command does, given its parsed arguments (`cli` reads them).
+
+Each command returns its exit status (None is 0); a user error raises, and `cli.main` reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _write_json(path: Path | None, payload: dict) -> None:
+    if path:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def fetch_model(args) -> None:
+    from tutorial_lib.models import DEFAULT_MODEL, fetch_model
+
+    print(fetch_model(args.model or DEFAULT_MODEL))
+
+
+def prefetch(args) -> None:
+    from tutorial_lib.delivery import prefetch
+    from tutorial_lib.models import CACHE_ENV
+
+    for folder in prefetch(args.dir):
+        print(f"ready: {folder}")
+    print(f"offline use: {CACHE_ENV}={args.dir.expanduser().resolve()} jupyter lab notebooks/")
+
+
+def methods(args) -> None:
+    from tutorial_lib.methods import REGISTRY
+
+    width = max(len(name) for name in REGISTRY)  # the columns line up whatever names exist
+    for m in sorted(REGISTRY.values(), key=lambda m: m.name):
+        print(f"{m.name:<{width}} {m.family:<18} lr={m.default_lr:<8g} {m.description}")
+
+
+def baseline(args) -> None:
+    from tutorial_lib.baseline import Baseline
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.models import DEFAULT_MODEL
+
+    profile = get_profile(args.profile)
+    before, _ = Baseline(profile, args.model or DEFAULT_MODEL).measured()
+    summary = before.summary()
+    print(f"profile {profile.name}")
+    print(
+        f"probe accuracy   {summary['probe_accuracy']:.3f} ± {summary['probe_accuracy_stderr']:.3f}"
+        f"  ({summary['probe_n_items']} items, chance 0.25)"
+    )
+    for cat, acc in summary["probe_accuracy_by_category"].items():
+        print(f"  {cat:<16} {acc:.3f}")
+    print(f"domain accuracy  {summary['domain_accuracy']:.3f}  ({summary['domain_n_items']} items)")
+    print(f"general text CE  {summary['general_ce']:.3f} nats/token")
+    _write_json(args.json, summary)
+
+
+def train(args) -> None:
+    from tutorial_lib import experiment
+    from tutorial_lib.baseline import Baseline
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.data import TASKS
+    from tutorial_lib.device import fast_bf16
+    from tutorial_lib.evaluate import run_report
+    from tutorial_lib.methods import get_method
+    from tutorial_lib.models import DEFAULT_MODEL
+    from tutorial_lib.runspec import RunSpec
+
+    get_method(args.method)  # unknown names fail here, before the model loads
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir (the folder of the run to continue)")
+    if args.bf16 and not fast_bf16():
+        print(
+            "note: this machine has no bf16 instructions; bf16 will run, but slower than fp32",
+            file=sys.stderr,
+        )
+    spec = RunSpec(
+        args.method,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        replay=args.replay,
+        l2sp=args.l2sp,
+        ewc=args.ewc,
+        bf16=args.bf16,
+        task=args.task or TASKS[0],
+    )
+    print(f"run: {spec}", file=sys.stderr)
+    sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
+    profile = get_profile(args.profile).with_overrides(
+        **{k: v for k, v in sizes.items() if v is not None}
+    )
+    where = Baseline(profile, args.model or DEFAULT_MODEL, task=spec.task)
+    result = experiment.run_experiment(
+        spec, where, checkpoint_dir=args.checkpoint_dir, resume=args.resume
+    )
+    s = result.summary()
+    print(run_report(s, spec.task))
+    _write_json(args.json, s)
+
+
+def compare(args) -> int:
+    """Run the comparison, print its table, write the files; exit 1 if any method failed (a
+    method that cannot apply to the model is reported, and is no failure)."""
+    from tutorial_lib.baseline import Baseline
+    from tutorial_lib.compare import ComparisonSpec
+    from tutorial_lib.compare import compare as run_comparison
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.data import TASKS
+    from tutorial_lib.models import DEFAULT_MODEL
+
+    sizes = {"domain_facts": args.facts, "probe_items": args.probe_items}
+    sizes["general_items"] = args.general_items
+    profile = get_profile(args.profile).with_overrides(
+        **{k: v for k, v in sizes.items() if v is not None}
+    )
+    methods = args.methods or ()
+    if args.seeds_for and methods:
+        methods = (*methods, *(m for m in args.seeds_for if m not in methods))
+    spec = ComparisonSpec(
+        methods=methods,
+        seeds=args.seeds,
+        seeds_for=args.seeds_for,
+        steps=args.steps,
+        task=args.task or TASKS[0],
+    )
+    runs = args.runs or Path(f"compare-{profile.name}-runs.jsonl")
+    print(f"runs cached in {runs} (delete it to start over)", file=sys.stderr)
+    result = run_comparison(
+        spec,
+        results_path=runs,
+        baseline=Baseline(profile, args.model or DEFAULT_MODEL, task=spec.task),
+        retry_failed=args.retry_failed,
+        on_run=lambda method, seed: print(f"run: {method}, seed {seed}", file=sys.stderr),
+    )
+    table = result.markdown()
+    print(table, end="")
+    _write_json(args.json, {**result.to_json(), "ran": _how_it_ran(profile)})
+    if args.markdown:
+        args.markdown.write_text(table)
+        print(f"wrote {args.markdown}")
+    _report_problems(result)
+    return 1 if result.failed else 0
+
+
+def _report_problems(result) -> None:
+    """One line on stderr per method that does not apply, and per run that failed."""
+    for record in result.not_applicable:
+        print(f"not applicable: {record['method']}: {record['error']['message']}", file=sys.stderr)
+    for record in result.failed:
+        error = record["error"]
+        print(
+            f"failed: {record['method']} seed {record['seed']}: {error['type']}: "
+            f"{error['message']}",
+            file=sys.stderr,
+        )
+
+
+def _how_it_ran(profile) -> dict:
+    """The command, sizes and machine beside a result, so that a reader can run it again."""
+    from tutorial_lib.provenance import command_line, record
+
+    return record(command_line("tutorial-lib"), asdict(profile)).to_json()
