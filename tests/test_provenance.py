@@ -65,10 +65,10 @@ def test_the_compare_command_writes_the_record(monkeypatch):
     """The CLI's record is this one: what lesson 07 and `compare.same_budget` read."""
     from dataclasses import asdict
 
-    from tutorial_lib import cli
+    from tutorial_lib import commands
     from tutorial_lib.config import get_profile
 
     monkeypatch.setattr("sys.argv", ["tutorial-lib", "compare", "--profile", "quick"])
-    ran = cli._how_it_ran(get_profile("quick"))
+    ran = commands._how_it_ran(get_profile("quick"))
     assert ran["command"] == "tutorial-lib compare --profile quick"
     assert ran["profile"] == asdict(get_profile("quick")) and ran["machine"]["threads"] >= 1
