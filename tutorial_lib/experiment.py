@@ -157,8 +157,24 @@ def training_examples(
     return mix_replay(examples, pool, replay, seed)
 
 
+WHERE_IT_RUNS = {  # the old keywords of run_experiment, now the Baseline's fields
+    "profile",
+    "model_name",
+    "suite",
+    "before",
+    "trajectory_suite",
+    "trajectory_before",
+}
+
+
 def run_spec(method: str | RunSpec, spec_fields: dict) -> RunSpec:
     """`method` as a RunSpec: itself, or a method name with the spec's fields as keywords."""
+    moved = sorted(set(spec_fields) & WHERE_IT_RUNS)
+    if moved:
+        raise TypeError(
+            f"{', '.join(moved)} say where a run happens: give them to a Baseline, "
+            f"run_experiment(spec, Baseline(profile, ...))"
+        )
     if not isinstance(method, RunSpec):
         return RunSpec(method, **spec_fields)
     if spec_fields:
