@@ -66,7 +66,6 @@ def train(args) -> None:
     from tutorial_lib.config import get_profile
     from tutorial_lib.data import TASKS
     from tutorial_lib.device import fast_bf16
-    from tutorial_lib.evaluate import run_report
     from tutorial_lib.methods import get_method
     from tutorial_lib.models import DEFAULT_MODEL
     from tutorial_lib.runspec import RunSpec
@@ -99,9 +98,8 @@ def train(args) -> None:
     result = experiment.run_experiment(
         spec, where, checkpoint_dir=args.checkpoint_dir, resume=args.resume
     )
-    s = result.summary()
-    print(run_report(s, spec.task))
-    _write_json(args.json, s)
+    print(result.report())
+    _write_json(args.json, result.summary())
 
 
 def compare(args) -> int:

@@ -14,7 +14,7 @@ from tutorial_lib import data
 from tutorial_lib.baseline import Baseline, Suite, evaluate_base, evaluate_suite
 from tutorial_lib.checkpoint import checkpoint_bytes, load_trainable, save_trainable
 from tutorial_lib.config import Profile
-from tutorial_lib.evaluate import Evaluation, forgetting_report
+from tutorial_lib.evaluate import Evaluation, forgetting_report, run_report
 from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import load_base_model
@@ -62,6 +62,10 @@ class ExperimentResult:
     trajectory: list[dict] = field(default_factory=list)  # evaluations during training
     bf16: bool = False  # trained under bf16 autocast
     spec: RunSpec | None = None  # what was asked for (steps and lr as given, None = defaults)
+
+    def report(self) -> str:
+        """Before and after, one number per line, as `tutorial-lib train` prints it."""
+        return run_report(self.summary(), self.spec.task if self.spec else data.TASKS[0])
 
     def summary(self) -> dict:
         """Flat metrics under the names the CLI's JSON promises."""
