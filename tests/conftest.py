@@ -59,6 +59,25 @@ def save_model_folder(model, tokenizer, path: str | Path) -> str:
     return str(path)
 
 
+class FakeClock:
+    """A stand-in for `time.perf_counter`: time moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock for timing code: patch it in as a module's `time`, then advance it from hooks."""
+    return FakeClock()
+
+
 @pytest.fixture(autouse=True)
 def _restore_rng():
     """Tests seed freely; restore torch's RNG so test order never changes results."""
