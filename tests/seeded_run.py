@@ -11,16 +11,14 @@ import sys
 
 import torch
 
+from conftest import small_profile_with  # this script's folder, tests/, is on sys.path
 from tutorial_lib.baseline import Baseline
-from tutorial_lib.config import get_profile
 from tutorial_lib.experiment import run_experiment
 from tutorial_lib.methods import REGISTRY
 
 model_dir = sys.argv[1]
 names = sys.argv[2].split(",") if len(sys.argv) > 2 else sorted(REGISTRY)
-profile = get_profile("quick").with_overrides(
-    probe_items=8, domain_facts=2, general_items=2, max_length=512
-)
+profile = small_profile_with(domain_facts=2, batch_size=8, max_length=512)
 out = {}
 for name in names:
     torch.seed()  # what a new process gets: a different random state each time

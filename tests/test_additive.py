@@ -11,6 +11,7 @@ from tutorial_lib.data import collate
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.methods.additive import AdapterConfig, IA3MethodConfig, WithAdapter, WithBias
 from tutorial_lib.methods.prompts import PromptConfig, SoftPromptModel, prompt_init
+from tutorial_lib.models import tiny_model
 from tutorial_lib.scoring import score_choices, score_continuations
 from tutorial_lib.train import _labelled_only_loss
 
@@ -148,9 +149,17 @@ def test_prompt_init_text_without_a_tokenizer_says_what_to_pass(tiny):
         apply_method(tiny[0], "prompt-scratch", PromptConfig())
 
 
-def test_prompt_from_random_words_needs_no_tokenizer(tiny):
+def test_prompt_from_random_words_needs_no_tokenizer(tiny, corpus):
+    table = tiny[0].get_input_embeddings().weight.detach().clone()
     model = apply_method(tiny[0], "prompt-scratch", PromptConfig(init_text=None), seed=3)
     assert isinstance(model, SoftPromptModel) and model.prompt.shape == (8, 64)
+    is_word = (model.prompt.detach()[:, None, :] == table[None]).all(-1)  # (8, vocabulary)
+    assert is_word.any(1).all()  # every virtual token starts as a real word, not noise
+    assert len({tuple(row) for row in model.prompt.detach().tolist()}) > 1  # not one word
+    for seed, same in ((3, True), (4, False)):  # the seed, not the process, picks the words
+        fresh = tiny_model(0, corpus=corpus)[0]
+        other = apply_method(fresh, "prompt-scratch", PromptConfig(init_text=None), seed=seed)
+        assert torch.equal(other.prompt, model.prompt) is same
 
 
 @pytest.mark.parametrize(

@@ -53,10 +53,23 @@ def probe_items():
     return data.load_probe(limit=4)
 
 
-def test_matmul_flops_is_a_plausible_rate(training):
-    rates = training.matmul_flops(64, torch.float32, repeats=2, min_seconds=0.01)
-    assert len(rates) == 2
-    assert all(1e6 < r < 1e16 for r in rates)  # FLOP/s: above a 1990 PC, below a data centre
+def test_matmul_flops_is_the_flop_count_over_the_time(training, fake_clock, monkeypatch):
+    """Each n x n matmul takes 4 ms on the fake clock: every rate is 2n³ FLOP / 4 ms, and each
+    timing runs matmuls until min_seconds have passed (3 of them for 10 ms), after one warm-up."""
+    real_mm, products = torch.mm, []
+
+    def timed_mm(a, b, **kwargs):
+        fake_clock.advance(0.004)
+        products.append(real_mm(a, b, **kwargs))
+        return products[-1]
+
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=fake_clock))
+    monkeypatch.setattr(torch, "mm", timed_mm)
+    rates = training.matmul_flops(
+        64, torch.float32, repeats=2, min_seconds=0.01, device=torch.device("cpu")
+    )
+    assert rates == [pytest.approx(2 * 64**3 / 0.004)] * 2
+    assert len(products) == 1 + 2 * 3
 
 
 def test_mfu_arithmetic(training):

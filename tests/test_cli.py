@@ -8,25 +8,8 @@ import sys
 
 import pytest
 
+from conftest import SUMMARY_KEYS, save_model_folder
 from tutorial_lib.methods import REGISTRY
-
-TRAIN_KEYS = {
-    "method",
-    "trainable_params",
-    "total_params",
-    "peak_memory_bytes",
-    "sec_per_step",
-    "tokens_per_sec",
-    "loss_history",
-    "domain_accuracy_before",
-    "domain_accuracy_after",
-    "probe_accuracy_before",
-    "probe_accuracy_after",
-    "retention",
-    "general_ce_before",
-    "general_ce_after",
-    "checkpoint_bytes",
-}
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -105,35 +88,29 @@ def test_train_lora_learns_the_domain(tmp_path):
     proc = cli("train", "--method", "lora", "--profile", "quick", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert TRAIN_KEYS <= set(result)
+    assert SUMMARY_KEYS <= set(result)
     assert result["domain_accuracy_after"] > result["domain_accuracy_before"]
     assert result["loss_history"][-1] < result["loss_history"][0]
     assert 0 < result["trainable_params"] < 0.05 * result["total_params"]
     assert 0 < result["checkpoint_bytes"] < 20 * 2**20  # the adapter, not the whole model
 
 
-def test_train_keeps_checkpoints_and_takes_the_forgetting_options(tmp_path, tiny):
-    model, tokenizer = tiny
-    model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
-    tokenizer.save_pretrained(tmp_path / "tiny")
+def test_train_keeps_checkpoints_and_takes_the_forgetting_options(tmp_path, tiny_folder):
     out, ckpt = tmp_path / "run.json", tmp_path / "ckpt"
-    args = ["train", "--method", "full", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
+    args = ["train", "--method", "full", "--model", tiny_folder, "--profile", "quick"]
     args += ["--steps", "2", "--replay", "0.25", "--l2sp", "0.01", "--checkpoint-dir", str(ckpt)]
     proc = cli(*args, "--bf16", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert TRAIN_KEYS <= set(result) and (result["replay"], result["l2sp"]) == (0.25, 0.01)
+    assert SUMMARY_KEYS <= set(result) and (result["replay"], result["l2sp"]) == (0.25, 0.01)
     assert result["bf16"] is True
     assert "replay 0.25  l2sp 0.01  bf16 autocast" in proc.stdout
     assert [p.name for p in ckpt.iterdir()] == ["step-000002"]
 
 
-def test_same_seed_gives_the_same_run_in_two_processes(tmp_path, tiny):
+def test_same_seed_gives_the_same_run_in_two_processes(tmp_path, tiny_folder):
     """`--seed` fixes LoRA's random A matrices as well as the data order, in any process."""
-    model, tokenizer = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    args = ["train", "--method", "lora", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
+    args = ["train", "--method", "lora", "--model", tiny_folder, "--profile", "quick"]
     histories = []
     for run in ("a", "b"):
         proc = cli(*args, "--steps", "3", "--seed", "7", "--json", str(tmp_path / f"{run}.json"))
@@ -162,11 +139,9 @@ def test_train_on_another_task(tmp_path, corpus):
     brimvale = [
         m["content"] for r in data.load_domain_train(task="brimvale") for m in r["messages"]
     ]
-    model, tokenizer = tiny_model(seed=0, corpus=corpus + brimvale)
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
+    folder = save_model_folder(*tiny_model(seed=0, corpus=corpus + brimvale), tmp_path / "tiny")
     out = tmp_path / "brimvale.json"
-    args = ["train", "--method", "lora", "--model", str(tmp_path / "tiny"), "--profile", "quick"]
+    args = ["train", "--method", "lora", "--model", folder, "--profile", "quick"]
     proc = cli(*args, "--steps", "1", "--task", "brimvale", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(out.read_text())["spec"]["task"] == "brimvale"
@@ -185,6 +160,6 @@ def test_every_method_trains_through_the_cli_with_every_key(method, tiny_folder,
         return
     assert status == 0, capsys.readouterr().err[-2000:]
     result = json.loads(out.read_text())
-    assert TRAIN_KEYS <= set(result)
+    assert SUMMARY_KEYS <= set(result)
     assert (result["method"], result["steps"]) == (method, 2)
     assert result["lr"] == REGISTRY[method].default_lr  # each method at its own default rate

@@ -9,44 +9,14 @@ import sys
 
 import pytest
 
+from conftest import SUMMARY_KEYS
 from tutorial_lib import compare as cmp
 from tutorial_lib import experiment
 from tutorial_lib.baseline import Baseline
-from tutorial_lib.config import get_profile
 from tutorial_lib.methods import REGISTRY, Method, get_method
 
-TRAIN_KEYS = {  # what `tutorial-lib train --json` reports (tests/test_cli.py)
-    "method",
-    "lr",
-    "steps",
-    "trainable_params",
-    "total_params",
-    "trainable_percent",
-    "peak_memory_bytes",
-    "optimizer_state_bytes",
-    "sec_per_step",
-    "tokens_per_sec",
-    "loss_history",
-    "domain_accuracy_before",
-    "domain_accuracy_after",
-    "probe_accuracy_before",
-    "probe_accuracy_after",
-    "retention",
-    "general_ce_before",
-    "general_ce_after",
-    "checkpoint_bytes",
-    "trajectory",
-    "seed",
-}
 ADDED_KEYS = {"forgetting", "domain_gain", "family", "target", "retention_at_target"}
 ADDED_KEYS |= {"step_at_target", "forgetting_at_target", "general_ce_at_target"}
-SMALL = dict(probe_items=8, domain_facts=1, general_items=2, batch_size=2)
-
-
-@pytest.fixture
-def small_profile():
-    return get_profile("quick").with_overrides(**SMALL)
-
 
 # --- a fake run: the comparison's logic without training ----------------------------------------
 
@@ -254,7 +224,7 @@ def test_tiny_model_comparison_shares_data_and_seed(tiny_folder, small_profile, 
     )
     full, lora = result.records
     for record in (full, lora):
-        assert TRAIN_KEYS | ADDED_KEYS <= set(record), TRAIN_KEYS | ADDED_KEYS - set(record)
+        assert SUMMARY_KEYS | ADDED_KEYS <= set(record), SUMMARY_KEYS | ADDED_KEYS - set(record)
         assert [p["step"] for p in record["trajectory"]] == [0, 1, 2]
         assert record["domain_gain"] == pytest.approx(
             record["domain_accuracy_after"] - record["domain_accuracy_before"]
@@ -303,7 +273,7 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
         ("full", 1),
         ("lora", 1),
     ]
-    assert TRAIN_KEYS <= set(result["records"][0])
+    assert SUMMARY_KEYS <= set(result["records"][0])
     assert [row["seeds"] for row in result["summary"]] == [2, 2]
     table = md.read_text()
     assert table.startswith("| method | family | lr | seeds |") and "| lora |" in table

@@ -98,17 +98,12 @@ def test_by_depth_refuses_runs_without_one_depth(run, message):
         depth.by_depth([run])
 
 
-def test_a_cached_depth_sweep_on_the_tiny_model(tiny, tmp_path):
+def test_a_cached_depth_sweep_on_the_tiny_model(tiny_folder, small_profile, tmp_path):
     """The lesson's path end to end: JSON configs, run_sweep's cache, variants, the depth plot."""
     from tutorial_lib.baseline import Baseline
-    from tutorial_lib.config import get_profile
     from tutorial_lib.experiment import Runner
 
-    model, tok = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
-    profile = get_profile("quick").with_overrides(probe_items=8, domain_facts=1, general_items=2)
-    run = Runner(Baseline(profile, str(tmp_path / "tiny")), steps=1)
+    run = Runner(Baseline(small_profile, tiny_folder), steps=1)
     configs = [depth.one_block(i, REGISTRY["chosen-layers"].default_lr) for i in (0, 1)]
     fresh = sweeps.run_sweep(configs, run, tmp_path / "runs.jsonl")
     rerun = lambda **_: pytest.fail("rerun")  # noqa: E731

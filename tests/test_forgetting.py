@@ -120,11 +120,10 @@ def test_sweep_makes_its_results_folder(tmp_path):
 # --- one experiment with mitigations, and comparing runs ----------------------------------------
 
 
-def test_experiment_with_replay_and_penalties_records_its_trajectory(tiny_folder):
-    from tutorial_lib.config import get_profile
+def test_experiment_with_replay_and_penalties_records_its_trajectory(tiny_folder, profile_with):
     from tutorial_lib.experiment import run_experiment
 
-    profile = get_profile("quick").with_overrides(
+    profile = profile_with(
         probe_items=10, domain_facts=2, general_items=4, replay_items=4, batch_size=4
     )
     result = run_experiment(
@@ -200,12 +199,11 @@ def test_comparison_table_reports_end_and_matched_numbers():
     assert math.isnan(table.loc["slow", "retention at 60%"])  # never got there: no number
 
 
-def test_replayed_text_adds_no_padding(tiny):
-    from tutorial_lib.config import get_profile
+def test_replayed_text_adds_no_padding(tiny, profile_with):
     from tutorial_lib.experiment import training_examples
 
     _, tokenizer = tiny
-    profile = get_profile("quick").with_overrides(domain_facts=6)
+    profile = profile_with(domain_facts=6)
     plain = training_examples(tokenizer, profile, 0.0, seed=0)
     mixed = training_examples(tokenizer, profile, 0.5, seed=0)
     assert len(mixed) == 2 * len(plain) == 48
@@ -218,13 +216,12 @@ def test_matched_accuracy_of_a_run_that_starts_there_is_its_start():
     assert at_domain_accuracy(run, 0.8)["step"] == 0
 
 
-def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny):
+def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny, profile_with):
     """The untrained model, measured on the cheaper subset, lands exactly on the full baseline."""
-    from tutorial_lib.config import get_profile
     from tutorial_lib.experiment import Suite, evaluate_base, trajectory_point
 
     model, tok = tiny
-    profile = get_profile("quick").with_overrides(probe_items=30, domain_facts=2, general_items=6)
+    profile = profile_with(probe_items=30, domain_facts=2, general_items=6)
     suite = Suite.from_profile(profile)
     mid = suite.subset(10, 2)
     assert len(mid.probe) == 10 and {p["category"] for p in mid.probe} == {
@@ -237,13 +234,10 @@ def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny):
     assert point["forgetting"] == 0.0 and point["probe_n_items"] == 10
 
 
-def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder):
-    from tutorial_lib.config import get_profile
+def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder, profile_with):
     from tutorial_lib.experiment import Suite, run_experiment
 
-    profile = get_profile("quick").with_overrides(
-        probe_items=20, domain_facts=2, general_items=4, batch_size=4
-    )
+    profile = profile_with(probe_items=20, domain_facts=2, general_items=4, batch_size=4)
     mid = Suite.from_profile(profile).subset(10, 2)
     where = Baseline(profile, tiny_folder, trajectory_suite=mid)
     result = run_experiment("full", where, steps=4, lr=1e-3, eval_at=(2,))

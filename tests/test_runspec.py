@@ -61,12 +61,10 @@ def test_run_experiment_takes_a_spec_or_its_fields_not_both():
         run_experiment(RunSpec("full"), steps=3)
 
 
-def test_a_sweep_row_names_its_method_by_keyword(tiny_folder):
+def test_a_sweep_row_names_its_method_by_keyword(tiny_folder, small_profile):
     """Sweep configs say method="..."; summarised_run passes them on as they are."""
     from tutorial_lib.baseline import Baseline
-    from tutorial_lib.config import get_profile
     from tutorial_lib.experiment import summarised_run
 
-    profile = get_profile("quick").with_overrides(probe_items=10, domain_facts=1, general_items=2)
-    row = summarised_run(Baseline(profile, tiny_folder), label="x", method="full", steps=2)
+    row = summarised_run(Baseline(small_profile, tiny_folder), label="x", method="full", steps=2)
     assert row["spec"]["method"] == "full" and row["seed"] == 0 and row["label"] == "x"

@@ -9,10 +9,7 @@ import pytest
 
 from tutorial_lib import data, sweeps
 from tutorial_lib.baseline import Baseline
-from tutorial_lib.config import get_profile
 from tutorial_lib.experiment import Runner
-
-SMALL = dict(probe_items=8, domain_facts=1, general_items=2, batch_size=2)
 
 
 class FakeRunner(Runner):
@@ -28,19 +25,14 @@ class FakeRunner(Runner):
 
 
 @pytest.fixture
-def profile():
-    return get_profile("quick").with_overrides(**SMALL)
-
-
-@pytest.fixture
-def sweep(profile, tmp_path):
+def sweep(small_profile, tmp_path):
     """`sweep(**changes)` runs one config through the cache; returns how many runs it trained."""
     calls: list = []
     path = tmp_path / "runs.jsonl"
 
     def run(config=None, seed=0, **baseline_fields) -> int:
         before = len(calls)
-        where = Baseline(**{"profile": profile, **baseline_fields})
+        where = Baseline(**{"profile": small_profile, **baseline_fields})
         config = config or {"label": "lora", "method": "lora", "lr": 3e-3}
         sweeps.run_sweep([config], FakeRunner(where, calls, steps=2, seed=seed), path)
         return len(calls) - before
@@ -69,14 +61,14 @@ def test_changing_what_a_run_depends_on_reruns_it(sweep, change):
 
 
 @pytest.mark.parametrize("sizes", [{"domain_facts": 2}, {"probe_items": 4}, {"max_length": 64}])
-def test_changing_a_size_reruns(sweep, profile, sizes):
+def test_changing_a_size_reruns(sweep, small_profile, sizes):
     assert sweep() == 1
-    assert sweep(profile=profile.with_overrides(**sizes)) == 1
+    assert sweep(profile=small_profile.with_overrides(**sizes)) == 1
 
 
-def test_the_profiles_name_alone_does_not_rerun(sweep, profile):
+def test_the_profiles_name_alone_does_not_rerun(sweep, small_profile):
     assert sweep() == 1
-    assert sweep(profile=profile.with_overrides(name="full")) == 0
+    assert sweep(profile=small_profile.with_overrides(name="full")) == 0
 
 
 def test_edited_data_files_rerun(sweep, tmp_path, monkeypatch):
@@ -102,18 +94,20 @@ def test_a_new_label_or_save_path_is_read_back_under_its_new_name(sweep, tmp_pat
     assert sweep(config=renamed) == 0
 
 
-def test_a_cached_run_takes_the_names_of_the_config_that_asked(profile, tmp_path):
+def test_a_cached_run_takes_the_names_of_the_config_that_asked(small_profile, tmp_path):
     calls: list = []
-    run = FakeRunner(Baseline(profile), calls, steps=2)
+    run = FakeRunner(Baseline(small_profile), calls, steps=2)
     path = tmp_path / "runs.jsonl"
     sweeps.run_sweep([{"label": "old", "group": "g", "method": "lora"}], run, path)
     [again] = sweeps.run_sweep([{"label": "new", "group": "h", "method": "lora"}], run, path)
     assert len(calls) == 1 and (again["label"], again["group"]) == ("new", "h")
 
 
-def test_rows_of_an_older_format_are_not_trusted(profile, tmp_path):
+def test_rows_of_an_older_format_are_not_trusted(small_profile, tmp_path):
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps({"config": {"method": "lora"}, "result": {"score": 0}}) + "\n")
     calls: list = []
-    [result] = sweeps.run_sweep([{"method": "lora"}], FakeRunner(Baseline(profile), calls), path)
+    [result] = sweeps.run_sweep(
+        [{"method": "lora"}], FakeRunner(Baseline(small_profile), calls), path
+    )
     assert len(calls) == 1 and result["score"] == 1.0

@@ -11,7 +11,6 @@ import pytest
 
 from tutorial_lib import data, evaluate
 from tutorial_lib.baseline import Baseline
-from tutorial_lib.config import get_profile
 from tutorial_lib.evaluate import evaluate_choices, question_prompt
 from tutorial_lib.experiment import Suite, run_experiment, training_examples
 from tutorial_lib.runspec import RunSpec
@@ -145,9 +144,9 @@ def test_generation_for_a_task_uses_its_prompt(tiny, monkeypatch):
     assert PROMPTS["brimvale"] in seen[0] and PROMPTS["tarnwick"] in seen[1]
 
 
-def test_a_profiles_suite_and_training_data_come_from_the_task(tiny):
+def test_a_profiles_suite_and_training_data_come_from_the_task(tiny, profile_with):
     _, tok = tiny
-    profile = get_profile("quick").with_overrides(domain_facts=2)
+    profile = profile_with(domain_facts=2)
     suite = Suite.from_profile(profile, task="brimvale")
     assert [q["fact_id"] for q in suite.domain] == ["b001", "b002"]
     assert {q["system"] for q in suite.domain} == {PROMPTS["brimvale"]}
@@ -156,14 +155,10 @@ def test_a_profiles_suite_and_training_data_come_from_the_task(tiny):
     assert all(PROMPTS["brimvale"] in _system_of(tok, ex) for ex in examples)
 
 
-def test_run_experiment_trains_and_asks_the_specs_task(tiny, tmp_path):
-    model, tok = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
-    profile = get_profile("quick").with_overrides(probe_items=10, domain_facts=1, general_items=2)
+def test_run_experiment_trains_and_asks_the_specs_task(tiny_folder, small_profile):
     result = run_experiment(
         RunSpec("full", steps=1, task="brimvale"),
-        Baseline(profile, str(tmp_path / "tiny"), task="brimvale"),
+        Baseline(small_profile, tiny_folder, task="brimvale"),
     )
     assert result.after.domain.ids == ["b001-e"] and result.summary()["spec"]["task"] == "brimvale"
 
@@ -211,15 +206,11 @@ def test_a_mixture_of_tasks_trains_and_asks_both_companies_each_under_its_prompt
         data.task_dir("tarnwick+brimvale")
 
 
-def test_a_sweep_run_can_keep_its_trained_weights(tiny, tmp_path):
+def test_a_sweep_run_can_keep_its_trained_weights(tiny_folder, small_profile, tmp_path):
     from tutorial_lib.experiment import summarised_run
 
-    model, tok = tiny
-    model.save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
-    profile = get_profile("quick").with_overrides(probe_items=10, domain_facts=1, general_items=2)
     summary = summarised_run(
-        Baseline(profile, str(tmp_path / "tiny")),
+        Baseline(small_profile, tiny_folder),
         label="adapter run",
         method="adapter",
         steps=1,
