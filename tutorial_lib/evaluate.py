@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
-
 from tutorial_lib import stopwatch
 from tutorial_lib.data import render_prompt
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
-from tutorial_lib.scoring import progress, score_choices
+from tutorial_lib.scoring import (
+    head_input,
+    progress,
+    real_positions,
+    score_choices,
+    target_logprobs,
+)
 from tutorial_lib.units import mib
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
@@ -125,7 +129,7 @@ def general_cross_entropy(
     texts = [p["text"] for p in passages]
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    with eval_mode(model):
+    with eval_mode(model), head_input(model) as (head, seen):
         for start in progress(range(0, len(texts), batch_size), "general text"):
             enc = tokenizer(
                 texts[start : start + batch_size],
@@ -135,13 +139,12 @@ def general_cross_entropy(
                 max_length=max_length,
                 add_special_tokens=False,
             ).to(device)
-            logits = model(**enc).logits[:, :-1].float()
-            target = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
-            loss = F.cross_entropy(
-                logits.transpose(1, 2), target, ignore_index=-100, reduction="sum"
-            )
-            total += loss.item()
-            count += int((target != -100).sum())
+            model(**enc)
+            hidden = real_positions(seen.pop(), enc["input_ids"].shape[1])[:, :-1]
+            scored = enc["attention_mask"][:, 1:] == 1  # padding predicts nothing
+            logp = target_logprobs(head, hidden[scored], enc["input_ids"][:, 1:][scored])
+            total -= logp.sum().item()
+            count += len(logp)
     return total / count
 
 
