@@ -126,3 +126,18 @@ def test_the_output_layer_computes_one_position_inside_head_input(tiny):
     assert logits.shape[1] == 1 and seen[0].shape[:2] == ids.shape
     with torch.no_grad():
         assert model(input_ids=ids).logits.shape[1] == ids.shape[1]  # the hook is gone after
+
+
+@pytest.mark.slow
+def test_lean_numbers_equal_the_whole_logits_numbers_on_the_real_model(real):
+    model, tok = real
+    passages = data.load_general_text(limit=6)
+    lean = general_cross_entropy(model, tok, passages, batch_size=3)
+    assert lean == pytest.approx(reference_cross_entropy(model, tok, passages, 3), abs=1e-5)
+    groups = _groups(tok)
+    requests = [(c, x) for c, xs in groups for x in xs]
+    expected = [lp for lp, _ in reference_scores(model, tok, requests)]
+    shared = [lp for group in score_choices(model, tok, groups, batch_size=3) for lp, _ in group]
+    assert shared == pytest.approx(expected, abs=1e-4)  # the cache's arithmetic, as before
+    plain = [lp for lp, _ in score_continuations(model, tok, requests, batch_size=5)]
+    assert plain == pytest.approx(expected, abs=1e-5)

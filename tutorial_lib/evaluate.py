@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tutorial_lib import stopwatch
+import torch
+import torch.nn.functional as F
+
+from tutorial_lib import scoring, stopwatch
 from tutorial_lib.data import render_prompt
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
@@ -14,7 +17,6 @@ from tutorial_lib.scoring import (
     progress,
     real_positions,
     score_choices,
-    target_logprobs,
 )
 from tutorial_lib.units import mib
 
@@ -142,10 +144,22 @@ def general_cross_entropy(
             model(**enc)
             hidden = real_positions(seen.pop(), enc["input_ids"].shape[1])[:, :-1]
             scored = enc["attention_mask"][:, 1:] == 1  # padding predicts nothing
-            logp = target_logprobs(head, hidden[scored], enc["input_ids"][:, 1:][scored])
-            total -= logp.sum().item()
-            count += len(logp)
+            total += _summed_cross_entropy(head, hidden[scored], enc["input_ids"][:, 1:][scored])
+            count += int(scored.sum())
     return total / count
+
+
+def _summed_cross_entropy(head, hidden: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed cross-entropy of `targets` given `hidden` (N, d), HEAD_ROWS positions at a time.
+
+    The logits are laid out (1, V, N), as the whole-batch loss always had them: that is the
+    arithmetic whose numbers the lessons print (to the last digit; tested)."""
+    total = 0.0
+    for start in range(0, len(targets), scoring.HEAD_ROWS):
+        logits = head(hidden[start : start + scoring.HEAD_ROWS]).float()
+        end = start + scoring.HEAD_ROWS
+        total += F.cross_entropy(logits.T[None], targets[None, start:end], reduction="sum").item()
+    return total
 
 
 @dataclass
