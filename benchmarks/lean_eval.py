@@ -7,7 +7,7 @@ profile's suite (peak after loading and during the evaluation, and the seconds o
 `--before DIR` names the root of an older checkout (e.g. `git archive REV tutorial_lib | tar -x
 -C DIR`): every measurement then runs with its `tutorial_lib` too, interleaved with this one's.
 
-    python benchmarks/lean_eval.py --before /tmp/old --json benchmarks/results/lean-eval.json
+    python benchmarks/lean_eval.py --before OLD --json benchmarks/results/lean-eval.json
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ def run_child(source: Path, mode: str, cache: str | None = None) -> dict:
     )
     if proc.returncode:
         raise RuntimeError(f"{mode} child failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not result.pop("package").startswith(str(Path(source).resolve())):
+        raise RuntimeError(f"the {mode} child imported another tutorial_lib than {source}'s")
+    return result
 
 
 def first_conversion(source: Path) -> dict:
