@@ -164,3 +164,12 @@ def test_a_file_changed_after_verification_fails_again_in_the_same_process(tmp_p
     data = weights.read_bytes()
     weights.write_bytes(b"X" + data[1:])  # same size, same inode, maybe the same mtime
     assert not verify_converted(folder)
+
+
+def test_conversion_runs_in_a_child_and_says_when_it_fails(tmp_path):
+    """The dequantisation's two copies live in a child process; its failure still reaches us."""
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ModelFetchError, match="converting broken.gguf to safetensors failed"):
+        models._convert(bad, tmp_path / "out")
+    assert not (tmp_path / "out" / models.MANIFEST).exists()

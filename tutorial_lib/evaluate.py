@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 
-from tutorial_lib import stopwatch
+from tutorial_lib import scoring, stopwatch
 from tutorial_lib.data import render_prompt
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
-from tutorial_lib.scoring import progress, score_choices
+from tutorial_lib.scoring import (
+    head_input,
+    progress,
+    real_positions,
+    score_choices,
+)
 from tutorial_lib.units import mib
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
@@ -125,7 +131,7 @@ def general_cross_entropy(
     texts = [p["text"] for p in passages]
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    with eval_mode(model):
+    with eval_mode(model), head_input(model) as (head, seen):
         for start in progress(range(0, len(texts), batch_size), "general text"):
             enc = tokenizer(
                 texts[start : start + batch_size],
@@ -135,14 +141,25 @@ def general_cross_entropy(
                 max_length=max_length,
                 add_special_tokens=False,
             ).to(device)
-            logits = model(**enc).logits[:, :-1].float()
-            target = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
-            loss = F.cross_entropy(
-                logits.transpose(1, 2), target, ignore_index=-100, reduction="sum"
-            )
-            total += loss.item()
-            count += int((target != -100).sum())
+            model(**enc)
+            hidden = real_positions(seen.pop(), enc["input_ids"].shape[1])[:, :-1]
+            scored = enc["attention_mask"][:, 1:] == 1  # padding predicts nothing
+            total += _summed_cross_entropy(head, hidden[scored], enc["input_ids"][:, 1:][scored])
+            count += int(scored.sum())
     return total / count
+
+
+def _summed_cross_entropy(head, hidden: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed cross-entropy of `targets` given `hidden` (N, d), HEAD_ROWS positions at a time.
+
+    The logits are laid out (1, V, N), as the whole-batch loss always had them: that is the
+    arithmetic whose numbers the lessons print (to the last digit; tested)."""
+    total = 0.0
+    for start in range(0, len(targets), scoring.HEAD_ROWS):
+        logits = head(hidden[start : start + scoring.HEAD_ROWS]).float()
+        end = start + scoring.HEAD_ROWS
+        total += F.cross_entropy(logits.T[None], targets[None, start:end], reduction="sum").item()
+    return total
 
 
 @dataclass

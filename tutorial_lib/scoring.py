@@ -31,6 +31,57 @@ def progress(iterable, desc: str):
     return bar(iterable, desc=desc, leave=False, disable=_QUIET[0])
 
 
+HEAD_ROWS = 256  # positions whose full-vocabulary logits exist at once (256 x 49,152 x 4 B = 50 MB)
+
+
+def output_layer(model) -> torch.nn.Module:
+    """The module that turns hidden states into vocabulary logits (the `lm_head`), through any
+    wrapper: a peft model, or one of our own (they keep the causal LM inside)."""
+    for module in model.modules():
+        get = getattr(module, "get_output_embeddings", None)
+        head = get() if callable(get) else None
+        if isinstance(head, torch.nn.Module):
+            return head
+    raise ValueError(f"{type(model).__name__} has no output layer (get_output_embeddings)")
+
+
+@contextmanager
+def head_input(model):
+    """Within: each forward leaves the output layer's whole input (B, T', d) in `seen`, and the
+    layer computes logits for the last position only. Callers then compute log-probabilities
+    only where they are used (`target_logprobs`), instead of for every position at once."""
+    head = output_layer(model)
+    seen: list[torch.Tensor] = []
+
+    def keep_last(module, args):
+        if not args or args[0].dim() != 3:  # not a forward's (B, T', d): `target_logprobs`' rows
+            return None
+        seen.append(args[0])
+        return (args[0][:, -1:], *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_last)
+    try:
+        yield head, seen
+    finally:
+        handle.remove()
+
+
+def real_positions(hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """The hidden states of the `length` real tokens: prompt tuning prepends its virtual tokens."""
+    return hidden[:, hidden.shape[1] - length :]
+
+
+def target_logprobs(head, hidden: torch.Tensor, targets: list[int] | torch.Tensor) -> torch.Tensor:
+    """log p(target) at each row of `hidden` (N, d), in fp32, computing the vocabulary's logits
+    for HEAD_ROWS rows at a time (the same arithmetic as a whole forward's logits)."""
+    targets = torch.as_tensor(targets, device=hidden.device)
+    pieces = []
+    for start in range(0, len(targets), HEAD_ROWS):
+        logp = F.log_softmax(head(hidden[start : start + HEAD_ROWS]).float(), dim=-1)
+        pieces.append(logp.gather(1, targets[start : start + HEAD_ROWS, None])[:, 0])
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
 def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Tokenise context+continuation together and split at the context's length, as
     lm-evaluation-harness does. Trailing spaces move to the continuation; lm-eval also moves
@@ -48,30 +99,29 @@ def score_continuations(
 ) -> list[tuple[float, int]]:
     """Sum of log p(continuation | context) and its token count, for each (context, continuation).
 
-    Requests are sorted by length so each padded batch wastes little; logits at position t
-    predict token t+1, so the continuation's targets are read one position to the left.
+    Requests are sorted by length so each padded batch wastes little; the hidden state at
+    position t predicts token t+1, so the continuation's targets are read one position to the
+    left. Only those positions go through the output layer (`head_input`).
     """
     encoded = [_encode_pair(tokenizer, c, x) for c, x in requests]
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with eval_mode(model):
+    with eval_mode(model), head_input(model) as (head, seen):
         for start in progress(range(0, len(order), batch_size), desc):
             idx = order[start : start + batch_size]
             ids, mask = _pad([encoded[i][0] + encoded[i][1] for i in idx], pad)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            for row, i in enumerate(idx):
-                ctx, cont = encoded[i]
-                results[i] = _logprob(logits[row, len(ctx) - 1 : len(ctx) + len(cont) - 1], cont)
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            hidden = real_positions(seen.pop(), ids.shape[1])
+            spans = [(len(encoded[i][0]) - 1, encoded[i][1]) for i in idx]
+            rows = torch.cat([hidden[r, s : s + len(c)] for r, (s, c) in enumerate(spans)])
+            logp = target_logprobs(head, rows, [t for _, c in spans for t in c]).split(
+                [len(c) for _, c in spans]
+            )
+            for i, lp in zip(idx, logp):
+                results[i] = lp.sum().item(), len(lp)
     return results
-
-
-def _logprob(span: torch.Tensor, targets: list[int]) -> tuple[float, int]:
-    """Summed log-probability of `targets` under the logits that predict them, and their count."""
-    logp = F.log_softmax(span.float(), dim=-1)
-    index = torch.tensor(targets, device=span.device)[:, None]
-    return logp.gather(1, index).sum().item(), len(targets)
 
 
 @lru_cache(maxsize=1)
@@ -129,15 +179,22 @@ def _score_group_batch(model, batch: list[tuple[list[int], list[list[int]]]], pa
     cont_ids, cont_mask = _pad(conts, pad)
     ctx_len = ctx_mask.sum(1)[owner]
     positions = ctx_len[:, None] + torch.arange(cont_ids.shape[1])[None, :]
-    logits = model(
-        input_ids=cont_ids.to(device),
-        attention_mask=torch.cat([ctx_mask[owner], cont_mask], 1).to(device),
-        position_ids=positions.to(device),
-        **{cache_arg: cache},
-    ).logits
+    with head_input(model) as (head, seen):
+        model(
+            input_ids=cont_ids.to(device),
+            attention_mask=torch.cat([ctx_mask[owner], cont_mask], 1).to(device),
+            position_ids=positions.to(device),
+            **{cache_arg: cache},
+        )
+    hidden = seen.pop()  # each choice's first token is predicted by its context's last logits
+    first = F.log_softmax(out.logits[owner, -1].float(), dim=-1)
+    first = first.gather(1, torch.tensor([c[0] for c in conts], device=device)[:, None])[:, 0]
+    rows = torch.cat([hidden[row, : len(cont) - 1] for row, cont in enumerate(conts)])
+    rest = target_logprobs(head, rows, [t for cont in conts for t in cont[1:]])
+    rest = rest.split([len(cont) - 1 for cont in conts])
     return [
-        _logprob(torch.cat([out.logits[item, -1:], logits[row, : len(cont) - 1]]), cont)
-        for row, (item, cont) in enumerate(zip(owner, conts))
+        (torch.cat([first[row : row + 1], lp]).sum().item(), len(cont))
+        for row, (cont, lp) in enumerate(zip(conts, rest))
     ]
 
 
