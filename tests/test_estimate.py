@@ -225,6 +225,19 @@ def test_the_estimate_reads_as_a_table():
 
 
 @pytest.mark.parametrize(
+    "gpus, sharding, says",
+    [
+        (1, "none", "1 device"),
+        (4, "none", "4 devices, no sharding"),
+        (4, "zero3", "4 devices, zero3"),
+    ],
+)
+def test_the_header_says_how_the_step_is_spread(gpus, sharding, says):
+    head = str(estimate("Llama-2-7B", method="full", gpus=gpus, sharding=sharding)).splitlines()[0]
+    assert head.endswith(says) and "GPU(s)" not in head
+
+
+@pytest.mark.parametrize(
     "knobs, message",
     [
         ({"method": "prompt"}, "method must be one of full, lora, qlora, peft; got 'prompt'"),

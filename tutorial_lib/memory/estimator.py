@@ -179,7 +179,7 @@ class MemoryEstimate:
         s = self.setup
         head = (
             f"{self.model}: {s.method}, {s.dtype} weights, {s.optimizer}, batch {s.batch} x "
-            f"{s.seq_len}, {s.gpus} GPU(s) {s.sharding}"
+            f"{s.seq_len}, {_devices(s.gpus, s.sharding)}"
             + (", checkpointing" if s.gradient_checkpointing else "")
         )
         note = "" if self.activations_estimated else "  (activations: give an architecture)"
@@ -188,6 +188,13 @@ class MemoryEstimate:
             for k, v in self.rows()
         ]
         return "\n".join([head, *lines]) + note
+
+
+def _devices(gpus: int, sharding: str) -> str:
+    """'1 device', '4 devices, no sharding' or '4 devices, zero3': how the step is spread."""
+    if gpus == 1:
+        return "1 device"
+    return f"{gpus} devices, " + ("no sharding" if sharding == "none" else sharding)
 
 
 def _as_architecture(model) -> tuple[int, Architecture | None, str]:
