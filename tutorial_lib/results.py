@@ -166,6 +166,14 @@ def with_matched(record: dict, target: float | None) -> dict:
     return {**record, "target": target, **matched}
 
 
+def committed_floor(method: str, name: str | None = None) -> dict | None:
+    """The noise floor of `method` in lesson 07's committed comparison, or None when it holds
+    none yet (`floor.committed_floor_note` says why, in a line a lesson can print)."""
+    from tutorial_lib.floor import committed_floor as lookup
+
+    return lookup(method, name)
+
+
 def spread(values: list[float]) -> dict:
     """Mean, sample standard deviation (None for one value), min and max."""
     if not values:
