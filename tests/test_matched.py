@@ -1,0 +1,77 @@
+"""Matched recall: read only between two real runs of a method that bracket the target."""
+
+from __future__ import annotations
+
+import pytest
+
+from tutorial_lib import matched
+
+
+def run(method: str, lr: float, recall: float, forgetting: float, **extra) -> dict:
+    """A run record with the numbers matched figures are read from."""
+    return (
+        {"method": method, "lr": lr, "domain_recall_after": recall}
+        | {
+            "forgetting": forgetting,
+            "forgetting_stderr": 0.02,
+            "retention": 1 - forgetting,
+        }
+        | extra
+    )
+
+
+def test_a_matched_figure_is_interpolated_between_the_two_bracketing_runs():
+    runs = [run("full", 1e-5, 0.2, 0.01), run("full", 3e-5, 0.6, 0.05), run("full", 1e-4, 0.9, 0.2)]
+    m = matched.over_rates(runs, target=0.5)
+    assert m.between == (1e-5, 3e-5) and m.axis == "lr" and m.key == "domain_recall_after"
+    assert m.values["forgetting"] == pytest.approx(0.04)  # 3/4 of the way from 0.01 to 0.05
+    assert m.values["lr"] == pytest.approx(2.5e-5)
+    assert m.stderr("forgetting") == pytest.approx(0.02)
+    assert matched.over_rates(runs, target=0.6).values["forgetting"] == pytest.approx(0.05)
+
+
+def test_the_base_is_never_a_point():
+    base = {"method": "lora", "lr": 0.0, "domain_recall_after": 0.1, "forgetting": 0.0}
+    runs = [base, run("lora", 1e-3, 0.5, 0.02), run("lora", 3e-3, 0.7, 0.04)]
+    m = matched.over_rates(runs, target=0.3)  # only the base lies below: no line from it
+    assert m.values is None and "lower lr must be measured" in m.reason
+    one = matched.over_rates(runs[:2], target=0.4)
+    assert one.values is None and "1 measured point(s) besides the base" in one.reason
+    high = matched.over_rates(runs, target=0.8)
+    assert high.values is None and "stays below the target (0.700 < 0.800)" in high.reason
+    trajectory = [
+        {"step": 0, "domain_recall": 0.1, "forgetting": 0.0},
+        {"step": 14, "domain_recall": 0.5, "forgetting": 0.03},
+        {"step": 28, "domain_recall": 0.9, "forgetting": 0.05},
+    ]
+    path = {"method": "lora", "trajectory": trajectory}
+    assert matched.over_steps(path, 0.3).values is None  # step 0 would have bracketed it
+    assert matched.over_steps(path, 0.7).values["step"] == pytest.approx(21)
+
+
+def test_the_target_is_where_every_method_measured():
+    runs = [run("full", 1e-5, 0.2, 0.0), run("full", 1e-4, 0.9, 0.1)]
+    runs += [run("lora", 1e-3, 0.4, 0.0), run("lora", 3e-3, 0.6, 0.1)]
+    target, why = matched.common_target(matched.by_method(runs))
+    assert target == pytest.approx(0.5) and "every method measured" in why
+    apart = [run("full", 1e-5, 0.2, 0.0), run("lora", 1e-3, 0.4, 0.0)]
+    assert matched.common_target(matched.by_method(apart))[0] is None
+    table = matched.table(runs)
+    assert table.loc["lora", "forgetting"] == pytest.approx(0.05)
+    assert table.loc["full", "between lr"] == "1e-05–0.0001"
+
+
+def test_a_difference_is_paired_over_shared_items_when_runs_carry_them():
+    items = lambda *v: {"forgetting_items": dict(zip("abcd", v))}  # noqa: E731
+    a = [run("full", 1e-5, 0.2, 0.0, **items(0, 0, 0, 0)), run("full", 1e-4, 0.6, 0.5)]
+    a[1] |= items(1, 1, 0, 0)
+    b = [run("lora", 1e-3, 0.2, 0.0, **items(0, 0, 0, 0)), run("lora", 3e-3, 0.6, 0.25)]
+    b[1] |= items(1, 0, 0, 0)
+    ma, mb = matched.over_rates(a, 0.4), matched.over_rates(b, 0.4)
+    paired = matched.difference(ma, mb)
+    assert paired["difference"] == pytest.approx(0.125) and paired["how"] == "paired over 4 items"
+    assert paired["se"] == pytest.approx((0.046875 / 4) ** 0.5)  # items 0, .5, 0, 0: var 3/64
+    alone = matched.difference(matched.over_rates(a[:1] + [run("full", 1e-4, 0.6, 0.5)], 0.4), mb)
+    assert alone["how"].startswith("independent") and alone["se"] == pytest.approx(0.02 * 2**0.5)
+    missing = matched.difference(ma, matched.over_rates(b, 0.1))
+    assert missing["difference"] is None and "lora" in missing["how"]
