@@ -73,5 +73,7 @@ def test_a_difference_is_paired_over_shared_items_when_runs_carry_them():
     assert paired["se"] == pytest.approx((0.046875 / 4) ** 0.5)  # items 0, .5, 0, 0: var 3/64
     alone = matched.difference(matched.over_rates(a[:1] + [run("full", 1e-4, 0.6, 0.5)], 0.4), mb)
     assert alone["how"].startswith("independent") and alone["se"] == pytest.approx(0.02 * 2**0.5)
-    missing = matched.difference(ma, matched.over_rates(b, 0.1))
-    assert missing["difference"] is None and "lora" in missing["how"]
+    missing = matched.difference(ma, matched.over_rates(b[:1], 0.4))
+    assert missing["difference"] is None and missing["how"].startswith("lora: 1 measured point")
+    with pytest.raises(ValueError, match="same target"):
+        matched.difference(ma, matched.over_rates(b, 0.3))
