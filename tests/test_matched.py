@@ -77,3 +77,30 @@ def test_a_difference_is_paired_over_shared_items_when_runs_carry_them():
     assert missing["difference"] is None and missing["how"].startswith("lora: 1 measured point")
     with pytest.raises(ValueError, match="same target"):
         matched.difference(ma, matched.over_rates(b, 0.3))
+
+
+def sweep(method: str, recalls: dict[float, float], **extra) -> list[dict]:
+    return [
+        {"method": method, "lr": lr, "domain_recall_after": v, **extra} for lr, v in recalls.items()
+    ]
+
+
+def test_the_rate_rule_takes_the_lowest_rate_within_the_margin_of_the_best():
+    from tutorial_lib.results import RATE_RULE, choose_rate
+
+    runs = sweep("lora", {1e-4: 0.40, 3e-4: 0.70, 1e-3: 0.74, 3e-3: 0.78}, domain_n_items=56)
+    runs += sweep("full", {1e-5: 0.5, 3e-5: 0.8, 1e-4: 0.6}, domain_recall_after_stderr=0.05)
+    runs.append({"method": "full", "lr": 1e-3, "error": {"type": "X", "message": "nan"}})
+    chosen = choose_rate(runs)
+    lora = chosen["lora"]
+    assert lora["best_lr"] == 3e-3 and lora["lr"] == 1e-3  # 0.74 is within 0.055 of 0.78
+    assert lora["margin"] == pytest.approx((0.78 * 0.22 / 56) ** 0.5)
+    assert lora["rates"][3e-4] == 0.70 and lora["rule"] == RATE_RULE
+    assert chosen["full"]["lr"] == 3e-5 and chosen["full"]["margin"] == pytest.approx(0.05)
+    assert choose_rate(runs, margin=0.1)["lora"]["lr"] == 3e-4  # a stated margin is used as is
+    assert choose_rate(runs, margin=0.0)["lora"]["lr"] == 3e-3
+    seeds = runs + sweep("lora", {1e-3: 0.66}, domain_n_items=56)  # a second seed at 1e-3
+    again = choose_rate(seeds)["lora"]  # seeds are averaged: 1e-3 falls to 0.70, outside
+    assert again["rates"][1e-3] == pytest.approx(0.70) and again["lr"] == 3e-3
+    with pytest.raises(ValueError, match=r"ia3: a rate is chosen from at least 3 rates"):
+        choose_rate(sweep("ia3", {1e-3: 0.5, 3e-3: 0.6}))

@@ -1,6 +1,8 @@
 """Reading run records: a run at matched domain accuracy, tables of runs and their costs,
-the best run per method, seed spreads, paired differences and the rankings they support, the
-Pareto front, and committed runs beside new ones.
+the best run per method, a fair rate per method (`choose_rate`), seed spreads, paired
+differences and the rankings they support, the Pareto front, committed runs beside new ones,
+and the committed noise floor. Matched figures are defined in `matched`; the older functions
+here that read them from the base are kept while lessons still call them.
 
 A record is a run's summary (`experiment.summarised_run`, or a comparison's record with its
 method's family). Records that carry "error" are runs that failed and have no numbers.
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from tutorial_lib.matched import RECALL, by_method
+
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
 
 
@@ -20,6 +24,7 @@ def at_domain_accuracy(trajectory: list[dict], target: float) -> dict | None:
 
     Comparing methods at equal steps flatters whichever learned less; comparing them at equal
     domain accuracy asks what each paid in forgetting for the same learning.
+    Superseded by `matched` (it never reads from the base); lessons 02-05 and 07 still call it.
     """
     if trajectory and trajectory[0]["domain_accuracy"] >= target:
         return {k: v for k, v in trajectory[0].items() if isinstance(v, (int, float))}
@@ -76,7 +81,8 @@ def best_per_method(runs: list[dict]) -> dict[str, dict]:
 def learning_rate_path(runs: list[dict]) -> list[dict]:
     """One method's runs as a path from the base (lr 0) through rising learning rates, in the
     shape `at_domain_accuracy` reads, so methods can be compared at matched domain accuracy
-    without extra evaluations: the gentlest rate that learns this much, and what it kept."""
+    without extra evaluations: the gentlest rate that learns this much, and what it kept.
+    Superseded by `matched.over_rates`: a line from lr 0 overstates what gentle rates keep."""
     ordered = sorted(runs, key=lambda run: run["lr"])
     first = ordered[0]
     base = {
@@ -98,7 +104,8 @@ def learning_rate_path(runs: list[dict]) -> list[dict]:
 
 def matched_table(runs: list[dict], target: float):
     """Per method: its best run at the budget, and its retention and cross-entropy where its
-    learning-rate path first reached `target` domain accuracy (empty where it never did)."""
+    learning-rate path first reached `target` domain accuracy (empty where it never did).
+    Superseded by `matched.table` (between real runs only); lessons 03-05 still call it."""
     import pandas as pd
 
     rows = []
@@ -148,7 +155,8 @@ def costs_table(runs: list[dict]):
 
 def auto_target(records: list[dict]) -> float | None:
     """Halfway from the base's domain accuracy to the best run's: a level most methods reach,
-    so most get a matched number. None when no run learned anything."""
+    so most get a matched number. None when no run learned anything.
+    Superseded by `matched.common_target`; lessons 03, 04 and `compare` still call it."""
     done = [r for r in records if "error" not in r]
     if not done:
         return None
@@ -164,6 +172,59 @@ def with_matched(record: dict, target: float | None) -> dict:
     at = at_domain_accuracy(record["trajectory"], target) if target is not None else None
     matched = {f"{k}_at_target": (at.get(k) if at else None) for k in MATCHED}
     return {**record, "target": target, **matched}
+
+
+RATE_RULE = (
+    "the lowest learning rate whose mean recall over its seeds is within `margin` of the best "
+    "rate's, among at least three rates; margin: one standard error of the best rate's recall"
+)
+
+
+def choose_rate(runs: list[dict], margin: float | None = None, key: str = RECALL) -> dict:
+    """Each method's default rate by a rule written down before any sweep (`RATE_RULE`): the
+    lowest rate whose mean `key` is within `margin` of the best rate's, so a method is not pushed
+    to its most aggressive rate for a gain the sweep cannot tell from noise. `margin` defaults
+    to one standard error of the best rate's `key` (`<key>_stderr` averaged over its seeds and
+    divided by √seeds; else binomial over `domain_n_items`): a smaller margin would let one
+    question's luck pick the rate, a fixed one would not shrink as the questions grow.
+
+    Needs three measured rates per method (fewer: ValueError). Returns, per method, the chosen
+    rate and the numbers that chose it."""
+    chosen = {}
+    for method, group in by_method(runs).items():
+        rates: dict[float, list[dict]] = {}
+        for run in group:
+            if run.get(key) is not None:
+                rates.setdefault(run["lr"], []).append(run)
+        if len(rates) < 3:
+            raise ValueError(
+                f"{method}: a rate is chosen from at least 3 rates with {key}; got {sorted(rates)}"
+            )
+        means = {lr: statistics.fmean(r[key] for r in rs) for lr, rs in sorted(rates.items())}
+        best = max(means, key=means.get)
+        width = margin if margin is not None else _stderr_of_mean(rates[best], key)
+        lr = min(r for r, value in means.items() if value >= means[best] - width)
+        chosen[method] = {
+            "method": method,
+            "lr": lr,
+            key: means[lr],
+            "best_lr": best,
+            f"best_{key}": means[best],
+            "margin": width,
+            "margin_from": "given" if margin is not None else "one standard error of the best",
+            "rates": means,
+            "rule": RATE_RULE,
+        }
+    return chosen
+
+
+def _stderr_of_mean(runs: list[dict], key: str) -> float:
+    """The standard error of `key`'s mean over `runs` (seeds of one rate)."""
+    errors = [r.get(f"{key}_stderr") for r in runs]
+    if all(e is not None for e in errors):
+        return statistics.fmean(errors) / math.sqrt(len(runs))
+    p, n = statistics.fmean(r[key] for r in runs), sum(r["domain_n_items"] for r in runs)
+    return math.sqrt(p * (1 - p) / n)
 
 
 def committed_floor(method: str, name: str | None = None) -> dict | None:
