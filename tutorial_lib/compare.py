@@ -28,6 +28,7 @@ from tutorial_lib.methods import REGISTRY, get_method
 from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compare.*
     REPEATED,
     auto_target,
+    committed,
     paired_differences,
     pareto_front,
     ranking_table,
@@ -382,22 +383,6 @@ def _markdown_cells(row: dict) -> list[str]:
 
 
 # --- what a comparison supports ----------------------------------------------------------------
-
-COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutorial-lib compare`
-
-
-def committed(name: str = COMMITTED) -> dict:
-    """A comparison committed under benchmarks/results (`data.results_dir`): what it ran, how,
-    and on what machine."""
-    from tutorial_lib.data import results_dir
-
-    path = results_dir() / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: it comes with a clone of the repository; "
-            "benchmarks/README.md gives the command that writes it"
-        )
-    return json.loads(path.read_text())
 
 
 def of_json(saved: dict) -> Comparison:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tutorial_lib.results import COMMITTED, find_committed_floor
 from tutorial_lib.runspec import RunSpec
 
 # what a floor is not about: cost and the training curve (a run's summary keeps them)
@@ -79,17 +80,10 @@ def floor_markdown(floors: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def committed_floor(method: str, name: str | None = None) -> dict | None:
-    """The floor of `method` in lesson 07's committed comparison (its seed-0 control run's
-    record, with the budget it ran on under "budget"); None when none is committed:
-    `committed_floor_note` says why."""
-    return _lookup(method, name)[0]
-
-
-def committed_floor_note(method: str, run: dict | None = None, name: str | None = None) -> str:
+def committed_floor_note(method: str, run: dict | None = None, name: str = COMMITTED) -> str:
     """One line naming the committed floor a run of `method` would be read against, and whether
     it was measured at that run's rate and length; or why there is none."""
-    floor, why = _lookup(method, name)
+    floor, why = find_committed_floor(method, name)
     if floor is None:
         return f"noise floor      none committed for {method}: {why}; --floor measures one"
     budget = floor["budget"]
@@ -101,18 +95,3 @@ def committed_floor_note(method: str, run: dict | None = None, name: str | None 
     if run is not None and (run["lr"], run["steps"]) != (floor["lr"], floor["steps"]):
         text += f"; this run differs (lr {run['lr']:g}, {run['steps']} steps): --floor for its own"
     return text
-
-
-def _lookup(method: str, name: str | None) -> tuple[dict | None, str]:
-    from tutorial_lib.compare import COMMITTED, committed
-
-    name = name or COMMITTED
-    try:
-        saved = committed(name)
-    except FileNotFoundError:
-        return None, f"{name} is not in this copy of the repository"
-    found = [f for f in saved.get("floors", []) if f["method"] == method and "error" not in f]
-    if not found:
-        return None, f"{name} holds no floor run for it yet (`tutorial-lib compare --floors`)"
-    floor = min(found, key=lambda f: f["seed"])
-    return {**floor, "budget": saved.get("ran", {}).get("profile", {})}, ""

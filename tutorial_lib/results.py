@@ -10,10 +10,11 @@ method's family). Records that carry "error" are runs that failed and have no nu
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
-from tutorial_lib.matched import RECALL, by_method
+from tutorial_lib.rates import RATE_RULE, choose_rate  # noqa: F401 (results.choose_rate)
 
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
 
@@ -174,65 +175,41 @@ def with_matched(record: dict, target: float | None) -> dict:
     return {**record, "target": target, **matched}
 
 
-RATE_RULE = (
-    "the lowest learning rate whose mean recall over its seeds is within `margin` of the best "
-    "rate's, among at least three rates; margin: one standard error of the best rate's recall"
-)
+COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutorial-lib compare`
 
 
-def choose_rate(runs: list[dict], margin: float | None = None, key: str = RECALL) -> dict:
-    """Each method's default rate by a rule written down before any sweep (`RATE_RULE`): the
-    lowest rate whose mean `key` is within `margin` of the best rate's, so a method is not pushed
-    to its most aggressive rate for a gain the sweep cannot tell from noise. `margin` defaults
-    to one standard error of the best rate's `key` (`<key>_stderr` averaged over its seeds and
-    divided by √seeds; else binomial over `domain_n_items`): a smaller margin would let one
-    question's luck pick the rate, a fixed one would not shrink as the questions grow.
+def committed(name: str = COMMITTED) -> dict:
+    """A comparison committed under benchmarks/results (`data.results_dir`): what it ran, how,
+    and on what machine."""
+    from tutorial_lib.data import results_dir
 
-    Needs three measured rates per method (fewer: ValueError). Returns, per method, the chosen
-    rate and the numbers that chose it."""
-    chosen = {}
-    for method, group in by_method(runs).items():
-        rates: dict[float, list[dict]] = {}
-        for run in group:
-            if run.get(key) is not None:
-                rates.setdefault(run["lr"], []).append(run)
-        if len(rates) < 3:
-            raise ValueError(
-                f"{method}: a rate is chosen from at least 3 rates with {key}; got {sorted(rates)}"
-            )
-        means = {lr: statistics.fmean(r[key] for r in rs) for lr, rs in sorted(rates.items())}
-        best = max(means, key=means.get)
-        width = margin if margin is not None else _stderr_of_mean(rates[best], key)
-        lr = min(r for r, value in means.items() if value >= means[best] - width)
-        chosen[method] = {
-            "method": method,
-            "lr": lr,
-            key: means[lr],
-            "best_lr": best,
-            f"best_{key}": means[best],
-            "margin": width,
-            "margin_from": "given" if margin is not None else "one standard error of the best",
-            "rates": means,
-            "rule": RATE_RULE,
-        }
-    return chosen
+    path = results_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: it comes with a clone of the repository; "
+            "benchmarks/README.md gives the command that writes it"
+        )
+    return json.loads(path.read_text())
 
 
-def _stderr_of_mean(runs: list[dict], key: str) -> float:
-    """The standard error of `key`'s mean over `runs` (seeds of one rate)."""
-    errors = [r.get(f"{key}_stderr") for r in runs]
-    if all(e is not None for e in errors):
-        return statistics.fmean(errors) / math.sqrt(len(runs))
-    p, n = statistics.fmean(r[key] for r in runs), sum(r["domain_n_items"] for r in runs)
-    return math.sqrt(p * (1 - p) / n)
+def committed_floor(method: str, name: str = COMMITTED) -> dict | None:
+    """The noise floor (`floor`) of `method` in lesson 07's committed comparison: its seed-0
+    control run, with the sizes it ran on under "budget"; None when it holds none yet
+    (`floor.committed_floor_note` says why, in a line a lesson can print)."""
+    return find_committed_floor(method, name)[0]
 
 
-def committed_floor(method: str, name: str | None = None) -> dict | None:
-    """The noise floor of `method` in lesson 07's committed comparison, or None when it holds
-    none yet (`floor.committed_floor_note` says why, in a line a lesson can print)."""
-    from tutorial_lib.floor import committed_floor as lookup
-
-    return lookup(method, name)
+def find_committed_floor(method: str, name: str = COMMITTED) -> tuple[dict | None, str]:
+    """`committed_floor` and, when there is none, why."""
+    try:
+        saved = committed(name)
+    except FileNotFoundError:
+        return None, f"{name} is not in this copy of the repository"
+    found = [f for f in saved.get("floors", []) if f["method"] == method and "error" not in f]
+    if not found:
+        return None, f"{name} holds no floor run for it yet (`tutorial-lib compare --floors`)"
+    floor = min(found, key=lambda f: f["seed"])
+    return {**floor, "budget": saved.get("ran", {}).get("profile", {})}, ""
 
 
 def spread(values: list[float]) -> dict:
