@@ -26,6 +26,7 @@ from tutorial_lib.experiment import NotApplicable
 from tutorial_lib.floor import floor_markdown
 from tutorial_lib.methods import REGISTRY, get_method
 from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compare.*
+    COMMITTED,
     REPEATED,
     auto_target,
     committed,
@@ -41,6 +42,7 @@ from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compa
 from tutorial_lib.sweeps import run_sweep
 
 __all__ = [
+    "COMMITTED",
     "REGISTRY",
     "REPEATED",
     "Baseline",
