@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--ewc", type=_weight, default=0.0, help="weight of the Fisher-weighted pull (EWC)"
     )
+    train.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the noise-floor control (the same run on general text) and report it "
+        "beside the run (JSON key 'floor'); without it, the committed floor is named",
+    )
     add_compare_parser(sub)
     return parser
 
@@ -190,6 +196,11 @@ def add_compare_parser(sub) -> None:
         "(default: compare-PROFILE-runs.jsonl; delete it to start over)",
     )
     cmd.add_argument("--retry-failed", action="store_true", help="rerun methods that raised")
+    cmd.add_argument(
+        "--floors",
+        action="store_true",
+        help="also run one noise-floor control per method (seed 0, at its rate, on general text)",
+    )
 
 
 COMMANDS = {

@@ -98,8 +98,27 @@ def train(args) -> None:
     result = experiment.run_experiment(
         spec, where, checkpoint_dir=args.checkpoint_dir, resume=args.resume
     )
+    summary = result.summary()
     print(result.report())
-    _write_json(args.json, result.summary())
+    if args.floor:
+        summary["floor"] = _floor_run(spec, where, summary)
+    else:
+        from tutorial_lib.floor import committed_floor_note
+
+        print(committed_floor_note(spec.method, summary))
+    _write_json(args.json, summary)
+
+
+def _floor_run(spec, where, summary: dict) -> dict:
+    """The control run of `spec` on the same baseline, printed beside the run's numbers."""
+    from tutorial_lib import experiment
+    from tutorial_lib.floor import floor_lines, floor_numbers, floor_spec
+
+    control = floor_spec(spec)
+    print(f"run: {control}", file=sys.stderr)
+    floor = floor_numbers(experiment.run_experiment(control, where).summary())
+    print(floor_lines(summary, floor))
+    return floor
 
 
 def compare(args) -> int:
@@ -124,6 +143,7 @@ def compare(args) -> int:
         methods=methods,
         seeds=args.seeds,
         seeds_for=args.seeds_for,
+        floors=args.floors,
         steps=args.steps,
         task=args.task or TASKS[0],
     )

@@ -23,10 +23,13 @@ from tutorial_lib.baseline import Baseline
 from tutorial_lib.config import Profile
 from tutorial_lib.data import TASKS, check_task
 from tutorial_lib.experiment import NotApplicable
+from tutorial_lib.floor import floor_markdown
 from tutorial_lib.methods import REGISTRY, get_method
 from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compare.*
+    COMMITTED,
     REPEATED,
     auto_target,
+    committed,
     paired_differences,
     pareto_front,
     ranking_table,
@@ -39,6 +42,7 @@ from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compa
 from tutorial_lib.sweeps import run_sweep
 
 __all__ = [
+    "COMMITTED",
     "REGISTRY",
     "REPEATED",
     "Baseline",
@@ -84,6 +88,7 @@ class ComparisonSpec:
     task: str = TASKS[0]  # whose support data is trained on and asked about
     eval_at: tuple[int, ...] | None = None  # mid-run points for matched accuracy; None = halfway
     target: float | None = None  # domain accuracy to match; None = halfway from base to best
+    floors: bool = False  # also one noise-floor control per method (seed 0, on general text)
 
     def __post_init__(self) -> None:
         methods = tuple(self.methods) or tuple(sorted(REGISTRY))
@@ -122,12 +127,18 @@ class ComparisonSpec:
         steps = self.steps or profile.train_steps
         asked = self.eval_at if self.eval_at is not None else (steps // 2,)
         eval_at = sorted(step for step in set(asked) if 0 < step < steps)
-        return [
+        runs = [
             {"method": m, "seed": s, "lr": self.lr(m), "steps": steps, "eval_at": eval_at}
             for s in range(max(self.seeds, *self.seeds_for.values(), 1))
             for m in self.methods
             if s < self.seeds_of(m)
         ]
+        floors = [  # `train_on` only here: the runs' cache keys stay as they were
+            {"method": m, "seed": 0, "lr": self.lr(m), "steps": steps, "eval_at": []}
+            | {"train_on": "general"}
+            for m in self.methods
+        ]
+        return runs + (floors if self.floors else [])
 
 
 def compared_baseline(baseline: Baseline | None, spec: ComparisonSpec) -> Baseline:
@@ -158,16 +169,19 @@ def run_one(
     steps: int,
     eval_at: list[int],
     on_run: Callable[[str, int], None] | None = None,
+    train_on: str = "domain",
 ) -> dict:
-    """One method's run as a record; an exception becomes its error, Ctrl-C stops the sweep."""
+    """One method's run as a record; an exception becomes its error, Ctrl-C stops the sweep.
+    `train_on="general"` runs its noise floor (`floor`)."""
     baseline.measure()  # a base that cannot be measured stops everything
     if on_run is not None:
-        on_run(method, seed)
+        on_run(method if train_on == "domain" else f"{method} noise floor", seed)
     spec = {"method": method, "seed": seed, "lr": lr, "steps": steps, "eval_at": tuple(eval_at)}
+    spec["train_on"] = train_on
     try:
         summary = experiment.summarised_run(baseline, label=method, group="compare", **spec)
     except Exception as exc:  # recorded (a method that does not apply, too); the others run
-        return error_record(method, seed, lr, exc)
+        return {**error_record(method, seed, lr, exc), "train_on": train_on}
     if summary["interrupted"]:
         raise KeyboardInterrupt  # a part-trained run is not a result: it reruns on resume
     gain = summary["domain_accuracy_after"] - summary["domain_accuracy_before"]
@@ -213,7 +227,13 @@ def compare(
         drop_failed(path)
     run = partial(run_one, baseline, on_run=on_run)
     records = run_sweep(spec.runs(baseline.profile), run, path, where=baseline.identity())
-    return Comparison.of(records, spec.target)
+    floors = [r for r in records if is_floor(r)]
+    return Comparison.of([r for r in records if not is_floor(r)], spec.target, floors)
+
+
+def is_floor(record: dict) -> bool:
+    """Whether a record is a noise-floor control run (records before floors existed are not)."""
+    return record.get("train_on", "domain") == "general"
 
 
 # --- reading a comparison ----------------------------------------------------------------------
@@ -253,17 +273,20 @@ class Comparison:
 
     records: list[dict]
     target: float | None  # the domain accuracy the matched numbers are read at
+    floors: list[dict] = field(default_factory=list)  # noise-floor control runs (`floor`)
 
     @classmethod
-    def of(cls, records: list[dict], target: float | None = None) -> Comparison:
+    def of(
+        cls, records: list[dict], target: float | None = None, floors: list[dict] = ()
+    ) -> Comparison:
         """Add each record's numbers at matched accuracy (auto target unless one is given)."""
         target = target if target is not None else auto_target(records)
-        return cls([with_matched(r, target) for r in records], target)
+        return cls([with_matched(r, target) for r in records], target, list(floors))
 
     @property
     def failed(self) -> list[dict]:
-        """Runs that raised (not methods that cannot apply to the model)."""
-        return [r for r in self.records if "error" in r and not not_applicable(r)]
+        """Runs that raised, floors included (not methods that cannot apply to the model)."""
+        return [r for r in self.records + self.floors if "error" in r and not not_applicable(r)]
 
     @property
     def not_applicable(self) -> list[dict]:
@@ -275,7 +298,8 @@ class Comparison:
 
     def to_json(self) -> dict:
         """Everything, JSON-able: the target, every record and the per-method summary."""
-        return {"target": self.target, "records": self.records, "summary": self.summary()}
+        out = {"target": self.target, "records": self.records, "summary": self.summary()}
+        return out | ({"floors": self.floors} if self.floors else {})
 
     def table(self):
         """The per-method means as a DataFrame, with a "±" column beside each when seeds vary."""
@@ -302,7 +326,7 @@ class Comparison:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.summary():
             lines.append("| " + " | ".join(_markdown_cells(row)) + " |")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + (floor_markdown(self.floors) if self.floors else "")
 
 
 TABLE = [  # (column, summary key, scale, decimals)
@@ -362,26 +386,10 @@ def _markdown_cells(row: dict) -> list[str]:
 
 # --- what a comparison supports ----------------------------------------------------------------
 
-COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutorial-lib compare`
-
-
-def committed(name: str = COMMITTED) -> dict:
-    """A comparison committed under benchmarks/results (`data.results_dir`): what it ran, how,
-    and on what machine."""
-    from tutorial_lib.data import results_dir
-
-    path = results_dir() / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: it comes with a clone of the repository; "
-            "benchmarks/README.md gives the command that writes it"
-        )
-    return json.loads(path.read_text())
-
 
 def of_json(saved: dict) -> Comparison:
     """A saved comparison (`to_json`) back as a Comparison, at the target it was read at."""
-    return Comparison(saved["records"], saved["target"])
+    return Comparison(saved["records"], saved["target"], saved.get("floors", []))
 
 
 BUDGET = ("domain_facts", "probe_items", "general_items", "batch_size", "max_length")

@@ -15,7 +15,14 @@ from tutorial_lib.baseline import Baseline, Suite, evaluate_base, evaluate_suite
 from tutorial_lib.checkpoint import checkpoint_bytes, load_trainable, save_trainable
 from tutorial_lib.config import Profile
 from tutorial_lib.evaluate import Evaluation, forgetting_report, run_report
-from tutorial_lib.forgetting import EWC, L2SP, encode_text, general_batches, mix_replay
+from tutorial_lib.forgetting import (
+    EWC,
+    L2SP,
+    encode_text,
+    encode_windows,
+    general_batches,
+    mix_replay,
+)
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import load_base_model
 from tutorial_lib.runspec import RunSpec
@@ -103,6 +110,7 @@ class ExperimentResult:
             **self.mitigation,
             "trajectory": self.trajectory,
             "seed": self.spec.seed if self.spec else None,
+            "train_on": self.spec.train_on if self.spec else "domain",
             "spec": self.spec.to_dict() if self.spec else None,
         }
 
@@ -148,15 +156,27 @@ def build_penalties(model, tokenizer, profile: Profile, l2sp: float, ewc: float)
 
 
 def training_examples(
-    tokenizer, profile: Profile, replay: float, seed: int, task: str = data.TASKS[0]
+    tokenizer,
+    profile: Profile,
+    replay: float,
+    seed: int,
+    task: str = data.TASKS[0],
+    train_on: str = "domain",
 ) -> list[dict]:
-    """The task's domain chats, plus general text making up `replay` of the mixture (by examples)."""
+    """The task's domain chats, plus general text making up `replay` of the mixture (by examples).
+
+    `train_on="general"` (the noise floor) trains on the replay pool instead, cut into windows
+    as long as the longest chat, so a step holds as many sequences of the same length; every
+    token is trained. The cross-entropy passages (`general_text.jsonl`) are never trained on.
+    """
     rows = data.load_domain_train(facts=profile.domain_facts, task=task)
     examples = data.encode_chats(tokenizer, rows, profile.max_length)
+    # general text is cut to the longest chat, so it adds no padding: a step costs the same
+    longest = max(len(ex["input_ids"]) for ex in examples)
+    if train_on == "general":
+        return encode_windows(tokenizer, data.load_replay_text(), longest)
     if not replay:
         return examples
-    # passages are cut to the longest chat, so replay adds no padding: a step costs the same
-    longest = max(len(ex["input_ids"]) for ex in examples)
     pool = encode_text(tokenizer, data.load_replay_text(), longest)
     return mix_replay(examples, pool, replay, seed)
 
@@ -232,7 +252,8 @@ def run_experiment(
     """Load a fresh base model, measure it, train it as `method` describes, measure again.
 
     `method` is a `RunSpec`, or a method name with the spec's fields as keywords (`steps`, `lr`,
-    `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`, `task`; see `RunSpec`).
+    `seed`, `method_config`, `replay`, `l2sp`, `ewc`, `eval_at`, `bf16`, `task`, `train_on`; see
+    `RunSpec`).
     The spec's `task` picks the company trained on. `baseline` says where it runs and what it
     is asked (default: this profile's items for the spec's task); its base numbers are measured
     on this run's model if it has none yet, and kept for the next run. `checkpoint_dir` and
@@ -242,7 +263,9 @@ def run_experiment(
     baseline = baseline or Baseline(task=spec.task)
     profile, config = baseline.profile, train_config(spec, baseline.profile)
     model, tokenizer = load_base_model(baseline.model_name)
-    examples = training_examples(tokenizer, profile, spec.replay, spec.seed, spec.task)
+    examples = training_examples(
+        tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on
+    )
     before = baseline.measure(model, tokenizer, trajectory=bool(spec.eval_at)).before
     model = applied(model, spec)
     penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)

@@ -21,6 +21,20 @@ def encode_text(tokenizer, passages: list[dict], max_length: int) -> list[dict[s
     return examples
 
 
+def encode_windows(tokenizer, passages: list[dict], length: int) -> list[dict[str, list[int]]]:
+    """Plain language-modelling examples of `length` tokens, every token trained: each passage cut
+    into consecutive windows, a last piece kept when it holds at least half a window. More
+    distinct text than `encode_text`'s first window per passage, so a long run cycles less."""
+    examples = []
+    for passage in passages:
+        ids = tokenizer(passage["text"], add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), length):
+            window = ids[start : start + length]
+            if start == 0 or 2 * len(window) >= length:
+                examples.append({"input_ids": window, "labels": list(window)})
+    return examples
+
+
 def mix_replay(
     domain: list[dict], general: list[dict], fraction: float, seed: int = 0
 ) -> list[dict]:

@@ -1,6 +1,8 @@
 """Reading run records: a run at matched domain accuracy, tables of runs and their costs,
-the best run per method, seed spreads, paired differences and the rankings they support, the
-Pareto front, and committed runs beside new ones.
+the best run per method, a fair rate per method (`choose_rate`), seed spreads, paired
+differences and the rankings they support, the Pareto front, committed runs beside new ones,
+and the committed noise floor. Matched figures are defined in `matched`; the older functions
+here that read them from the base are kept while lessons still call them.
 
 A record is a run's summary (`experiment.summarised_run`, or a comparison's record with its
 method's family). Records that carry "error" are runs that failed and have no numbers.
@@ -8,8 +10,11 @@ method's family). Records that carry "error" are runs that failed and have no nu
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+
+from tutorial_lib.rates import RATE_RULE, choose_rate  # noqa: F401 (results.choose_rate)
 
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
 
@@ -20,6 +25,7 @@ def at_domain_accuracy(trajectory: list[dict], target: float) -> dict | None:
 
     Comparing methods at equal steps flatters whichever learned less; comparing them at equal
     domain accuracy asks what each paid in forgetting for the same learning.
+    Superseded by `matched` (it never reads from the base); lessons 02-05 and 07 still call it.
     """
     if trajectory and trajectory[0]["domain_accuracy"] >= target:
         return {k: v for k, v in trajectory[0].items() if isinstance(v, (int, float))}
@@ -76,7 +82,8 @@ def best_per_method(runs: list[dict]) -> dict[str, dict]:
 def learning_rate_path(runs: list[dict]) -> list[dict]:
     """One method's runs as a path from the base (lr 0) through rising learning rates, in the
     shape `at_domain_accuracy` reads, so methods can be compared at matched domain accuracy
-    without extra evaluations: the gentlest rate that learns this much, and what it kept."""
+    without extra evaluations: the gentlest rate that learns this much, and what it kept.
+    Superseded by `matched.over_rates`: a line from lr 0 overstates what gentle rates keep."""
     ordered = sorted(runs, key=lambda run: run["lr"])
     first = ordered[0]
     base = {
@@ -98,7 +105,8 @@ def learning_rate_path(runs: list[dict]) -> list[dict]:
 
 def matched_table(runs: list[dict], target: float):
     """Per method: its best run at the budget, and its retention and cross-entropy where its
-    learning-rate path first reached `target` domain accuracy (empty where it never did)."""
+    learning-rate path first reached `target` domain accuracy (empty where it never did).
+    Superseded by `matched.table` (between real runs only); lessons 03-05 still call it."""
     import pandas as pd
 
     rows = []
@@ -148,7 +156,8 @@ def costs_table(runs: list[dict]):
 
 def auto_target(records: list[dict]) -> float | None:
     """Halfway from the base's domain accuracy to the best run's: a level most methods reach,
-    so most get a matched number. None when no run learned anything."""
+    so most get a matched number. None when no run learned anything.
+    Superseded by `matched.common_target`; lessons 03, 04 and `compare` still call it."""
     done = [r for r in records if "error" not in r]
     if not done:
         return None
@@ -164,6 +173,43 @@ def with_matched(record: dict, target: float | None) -> dict:
     at = at_domain_accuracy(record["trajectory"], target) if target is not None else None
     matched = {f"{k}_at_target": (at.get(k) if at else None) for k in MATCHED}
     return {**record, "target": target, **matched}
+
+
+COMMITTED = "compare-lesson.json"  # lesson 07's comparison, written by `tutorial-lib compare`
+
+
+def committed(name: str = COMMITTED) -> dict:
+    """A comparison committed under benchmarks/results (`data.results_dir`): what it ran, how,
+    and on what machine."""
+    from tutorial_lib.data import results_dir
+
+    path = results_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: it comes with a clone of the repository; "
+            "benchmarks/README.md gives the command that writes it"
+        )
+    return json.loads(path.read_text())
+
+
+def committed_floor(method: str, name: str = COMMITTED) -> dict | None:
+    """The noise floor (`floor`) of `method` in lesson 07's committed comparison: its seed-0
+    control run, with the sizes it ran on under "budget"; None when it holds none yet
+    (`floor.committed_floor_note` says why, in a line a lesson can print)."""
+    return find_committed_floor(method, name)[0]
+
+
+def find_committed_floor(method: str, name: str = COMMITTED) -> tuple[dict | None, str]:
+    """`committed_floor` and, when there is none, why."""
+    try:
+        saved = committed(name)
+    except FileNotFoundError:
+        return None, f"{name} is not in this copy of the repository"
+    found = [f for f in saved.get("floors", []) if f["method"] == method and "error" not in f]
+    if not found:
+        return None, f"{name} holds no floor run for it yet (`tutorial-lib compare --floors`)"
+    floor = min(found, key=lambda f: f["seed"])
+    return {**floor, "budget": saved.get("ran", {}).get("profile", {})}, ""
 
 
 def spread(values: list[float]) -> dict:

@@ -9,6 +9,11 @@ from typing import Any
 from tutorial_lib.data import TASKS, check_task
 from tutorial_lib.methods import get_method
 
+# What a run trains on: the task's domain chats, or, for the noise floor, general text of the
+# replay pool's kind (never the passages that measure cross-entropy): the same method, rate,
+# steps, batch and seed on text that should teach nothing new shows how far numbers move anyway.
+TRAIN_ON = ("domain", "general")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -28,10 +33,19 @@ class RunSpec:
     eval_at: tuple[int, ...] = ()  # steps measured during training (the trajectory)
     bf16: bool = False  # bf16 autocast for training; evaluation stays fp32
     task: str = TASKS[0]  # whose support data is trained on and asked about (data.TASKS)
+    train_on: str = "domain"  # "general": the noise-floor control, trained on replay text
 
     def __post_init__(self) -> None:
         spec = get_method(self.method)  # unknown names fail here, listing the known ones
         check_task(self.task)
+        if self.train_on not in TRAIN_ON:
+            allowed = ", ".join(map(repr, TRAIN_ON))
+            raise ValueError(f"train_on must be one of {allowed}, got {self.train_on!r}")
+        if self.train_on == "general" and self.replay:
+            raise ValueError(
+                "replay mixes general text into domain chats; a run on general text "
+                "(train_on='general') has no chats to mix it into: give replay=0"
+            )
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps <= 0):
             raise ValueError(f"steps must be a positive integer or None, got {self.steps!r}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -74,4 +88,5 @@ class RunSpec:
             f"{k} {getattr(self, k):g}" for k in ("replay", "l2sp", "ewc") if getattr(self, k)
         ]
         parts += ["bf16"] if self.bf16 else []
+        parts += ["trained on general text (noise floor)"] if self.train_on == "general" else []
         return ", ".join(parts)

@@ -1,0 +1,147 @@
+"""The noise floor: the same run trained on general text, and where a committed one is found."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tutorial_lib import config, data, experiment, results, sweeps
+from tutorial_lib.baseline import Baseline
+from tutorial_lib.methods import get_method
+from tutorial_lib.runspec import RunSpec
+
+
+def test_train_on_round_trips_names_itself_and_is_validated():
+    spec = RunSpec("lora", lr=1e-3, steps=28, train_on="general")
+    again = RunSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again != RunSpec("lora", lr=1e-3, steps=28)
+    assert str(spec).endswith("trained on general text (noise floor)")
+    older = {k: v for k, v in RunSpec("lora").to_dict().items() if k != "train_on"}
+    assert RunSpec.from_dict(older).train_on == "domain"  # results saved before floors existed
+    with pytest.raises(ValueError, match="train_on must be one of 'domain', 'general', got 'web'"):
+        RunSpec("lora", train_on="web")
+    with pytest.raises(ValueError, match="give replay=0"):
+        RunSpec("lora", train_on="general", replay=0.25)
+
+
+def test_the_sweep_cache_keeps_a_floor_apart_from_its_run():
+    where = {"model": "m"}
+    run = {"method": "lora", "lr": 1e-3, "steps": 28, "seed": 0}
+    floor = {**run, "train_on": "general"}
+    assert sweeps.cache_key(floor, where) != sweeps.cache_key(run, where)
+    spec_keys = {sweeps.cache_key(s.to_dict(), where) for s in (RunSpec(**run), RunSpec(**floor))}
+    assert len(spec_keys) == 2
+
+
+def recorded_training(monkeypatch) -> list[list[dict]]:
+    """The examples each `train` call of `experiment` gets, in order."""
+    seen: list[list[dict]] = []
+    real_train = experiment.train
+
+    def recording_train(model, examples, *args, **kwargs):
+        seen.append(examples)
+        return real_train(model, examples, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train", recording_train)
+    return seen
+
+
+def test_train_floor_runs_the_control_on_replay_text_and_reports_it_beside_the_run(
+    tiny_folder, small_profile, tmp_path, capsys, monkeypatch
+):
+    from tutorial_lib.cli import main
+
+    monkeypatch.setattr(config, "get_profile", lambda name=None: small_profile)
+    seen = recorded_training(monkeypatch)
+    out = tmp_path / "run.json"
+    args = ["train", "--method", "lora", "--model", tiny_folder, "--steps", "1", "--floor"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    floor = result["floor"]
+    assert floor["train_on"] == "general" and result["train_on"] == "domain"
+    assert (floor["lr"], floor["steps"], floor["seed"]) == (result["lr"], 1, 0)
+    assert floor["probe_accuracy_before"] == result["probe_accuracy_before"]  # measured alike
+    assert "loss_history" not in floor and "forgetting_stderr" in floor
+    printed = capsys.readouterr()
+    assert "the same run on general text" in printed.out and "its floor" in printed.out
+    assert "trained on general text (noise floor)" in printed.err
+
+    chats, control = seen  # the run, then its control: which rows did each see?
+    _, tokenizer = experiment.load_base_model(tiny_folder)
+    replay = [p["text"] for p in data.load_replay_text()]
+    measured = [p["text"] for p in data.load_general_text()]
+    assert len(control) > len(replay)  # every passage, cut into windows: more rows than passages
+    for ex in control:
+        assert ex["labels"] == ex["input_ids"]  # every token is trained
+        assert len(ex["input_ids"]) <= max(len(c["input_ids"]) for c in chats)  # the chats' rule
+        text = tokenizer.decode(ex["input_ids"])
+        assert any(text in passage for passage in replay)
+        assert not any(text in passage for passage in measured)  # never the CE passages
+    assert all(-100 in ex["labels"] for ex in chats)  # the run itself trained on chats
+
+
+def fake_committed(tmp_path, monkeypatch, floors: list[dict]) -> None:
+    """A committed comparison holding `floors`, where `compare.committed` looks."""
+    (tmp_path / "compare-lesson.json").write_text(
+        json.dumps({"records": [], "ran": {"profile": {"domain_facts": 14}}, "floors": floors})
+    )
+    monkeypatch.setattr(data, "results_dir", lambda: tmp_path)
+
+
+def test_without_a_committed_floor_the_lookup_says_why(tmp_path, monkeypatch):
+    from tutorial_lib.floor import committed_floor_note
+
+    fake_committed(tmp_path, monkeypatch, [])
+    assert results.committed_floor("lora") is None
+    assert "none committed for lora: compare-lesson.json holds no floor" in (
+        committed_floor_note("lora")
+    )
+    monkeypatch.setattr(data, "results_dir", lambda: tmp_path / "missing")
+    assert "not in this copy" in committed_floor_note("lora")
+
+
+def test_the_committed_floor_is_named_with_its_budget(tmp_path, monkeypatch):
+    from tutorial_lib.floor import committed_floor_note
+
+    floor = {"method": "lora", "seed": 0, "lr": 1e-3, "steps": 28, "probe_n_items": 120}
+    floor |= {"forgetting": 0.025, "forgetting_stderr": 0.01, "train_on": "general"}
+    failed = {"method": "full", "seed": 0, "lr": 1e-5, "error": {"type": "X", "message": "m"}}
+    fake_committed(tmp_path, monkeypatch, [floor, failed])
+    assert results.committed_floor("lora")["forgetting"] == 0.025
+    assert results.committed_floor("full") is None  # a failed floor is no floor
+    note = committed_floor_note("lora", {"lr": 1e-3, "steps": 28})
+    assert "lr 0.001, 28 steps, 14 facts, 120 probe items): forgetting +2.5 ± 1.0 pts" in note
+    assert "differs" not in note
+    assert "this run differs (lr 0.003, 28 steps)" in committed_floor_note(
+        "lora", {"lr": 3e-3, "steps": 28}
+    )
+
+
+def test_compare_runs_one_floor_per_method_kept_apart_from_its_runs(small_profile, tmp_path):
+    from test_compare import fake_summary
+
+    from tutorial_lib import compare as cmp
+
+    calls = []
+
+    def summarised_run(baseline, **kwargs):
+        calls.append(kwargs)
+        return {**fake_summary(**kwargs), "train_on": kwargs["train_on"], "forgetting_stderr": 0.01}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiment, "summarised_run", summarised_run)
+        mp.setattr(Baseline, "measure", lambda self, *args, **kwargs: self)
+        spec = cmp.ComparisonSpec(methods=("full", "lora"), seeds=2, steps=4, floors=True)
+        path = tmp_path / "r.jsonl"
+        result = cmp.compare(spec, baseline=Baseline(small_profile), results_path=path)
+        plain = cmp.ComparisonSpec(methods=("full", "lora"), seeds=2, steps=4)
+        again = cmp.compare(plain, baseline=Baseline(small_profile), results_path=path)
+    floors = [(c["method"], c["seed"], c["lr"]) for c in calls if c["train_on"] == "general"]
+    assert floors == [(m, 0, get_method(m).default_lr) for m in ("full", "lora")]
+    assert len(calls) == 6  # and the floorless comparison after it was read back, not rerun
+    assert [r["method"] for r in result.floors] == ["full", "lora"] and not again.floors
+    assert all(r["train_on"] == "domain" for r in result.records)
+    assert result.summary() == again.summary()  # floors never join a method's seeds
+    assert "| noise floor of |" in result.markdown() and "noise floor" not in again.markdown()
+    assert cmp.of_json(json.loads(json.dumps(result.to_json()))).floors == result.floors
