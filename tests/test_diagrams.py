@@ -74,3 +74,81 @@ def test_unknown_parameter_is_named():
     model.register_parameter("mystery", torch.nn.Parameter(torch.zeros(1)))
     with pytest.raises(ValueError, match="mystery"):
         trainable_parts(model)
+
+
+# --- W + B·A, the NF4 pipeline, forgetting flips ------------------------------------------------
+
+
+def _texts(fig) -> str:
+    return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts) + "\n".join(
+        t.get_text() for t in fig.texts
+    )
+
+
+def test_lora_shapes_prints_the_counts_and_the_naming_note():
+    from tutorial_lib.diagrams import lora_shapes
+
+    fig = lora_shapes(576, 576, 8)
+    assert fig.counts["W"] == 331_776 and fig.counts["B·A"] == 9_216
+    text = _texts(fig)
+    assert "331,776" in text and "9,216" in text and "576 × 8" in text and "8 × 576" in text
+    assert "ΔW ≈ A×B" in text and text.count("ΔW ≈ A×B") == 1
+    assert {p.get_gid() for p in fig.axes[0].patches} == {"W", "B", "A"}
+    tall = lora_shapes(576, 1536, 16).axes[0].patches
+    w, b, a = (next(p for p in tall if p.get_gid() == g) for g in ("W", "B", "A"))
+    assert w.get_height() == b.get_height() and w.get_width() == a.get_width()  # shapes agree
+    assert w.get_height() / w.get_width() == pytest.approx(1536 / 576)
+    with pytest.raises(ValueError, match="r <="):
+        lora_shapes(4, 4, 8)
+
+
+def test_quantisation_pipeline_bits_and_panels():
+    import torch
+
+    from tutorial_lib import quant
+    from tutorial_lib.diagrams import quantisation_pipeline
+
+    weights = torch.randn(64, 576, generator=torch.Generator().manual_seed(0)) * 0.05
+    fig = quantisation_pipeline(weights)
+    assert fig.bits == {"single": 4 + 32 / 64, "double": 4 + 8 / 64 + 32 / (64 * 256)}
+    assert len(fig.axes) == 4
+    levels = [line.get_xdata()[0] for line in fig.axes[1].lines]
+    assert levels == pytest.approx(quant.bitsandbytes_levels("nf4").tolist())  # the 16 of bnb
+    codes = quant.quantize_blockwise(weights, quant.NF4_LEVELS).codes[0]
+    assert [int(t.get_text()) for t in fig.axes[2].texts] == codes.tolist()  # block 0's codes
+    assert "4.1270" in fig._suptitle.get_text() and "4.5" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="one block"):
+        quantisation_pipeline(torch.zeros(10))
+
+
+def test_forgetting_flips_counts_the_items():
+    from tutorial_lib.diagrams import forgetting_flips
+
+    before = [True, True, True, False, False, True, False]
+    after = [True, False, True, True, False, False, False]
+    fig = forgetting_flips(before, after, before, before)
+    assert fig.counts["this run"] == {"kept right": 2, "lost": 2, "gained": 1, "kept wrong": 2}
+    assert fig.counts["floor (control run)"] == {
+        "kept right": 4,
+        "lost": 0,
+        "gained": 0,
+        "kept wrong": 3,
+    }
+    assert len(fig.axes[0].patches) == 2 * len(before)  # one cell per item per run
+    assert "forgot +14.3" in _texts(fig)  # (2 lost - 1 gained) / 7
+    with pytest.raises(ValueError, match="same items"):
+        forgetting_flips(before, after[:-1])
+    with pytest.raises(ValueError, match="both"):
+        forgetting_flips(before, after, floor_before=before)
+
+
+def test_forgetting_flips_reads_choice_results():
+    from tutorial_lib.diagrams import forgetting_flips
+    from tutorial_lib.evaluate import ChoiceResult
+
+    def result(predictions):
+        n = len(predictions)
+        return ChoiceResult(["i"] * n, ["c"] * n, [0] * n, predictions, predictions, [0.0] * n)
+
+    fig = forgetting_flips(result([0, 0, 1]), result([1, 0, 0]))
+    assert fig.counts == {"this run": {"kept right": 1, "lost": 1, "gained": 1, "kept wrong": 0}}
