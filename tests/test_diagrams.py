@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from tutorial_lib.block_diagram import decoder_block, method_model, trainable_parts
+from tutorial_lib.block_diagram import FROZEN, decoder_block, method_model, trainable_parts
 from tutorial_lib.methods import REGISTRY
 
 LAYERS = 3  # enough to tell "every block" from "the last k"
+GREY = to_rgb(FROZEN)
 DRAWN = [m for m in REGISTRY if m not in ("bitfit", "qlora")]  # bitfit refuses llama; qlora slow
 
 
@@ -23,40 +26,43 @@ def _from_names(model) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("method", DRAWN)
-def test_decoder_block_highlights_what_requires_grad(method):
-    model = method_model(method, layers=LAYERS)
-    parts = trainable_parts(model)
-    fig = decoder_block(method, layers=LAYERS, model=model)
-    assert isinstance(fig, Figure)
-    assert fig.highlighted == parts
-    coloured = {p.get_gid() for p in fig.axes[0].patches if p.get_gid() in parts}
-    assert coloured == parts  # every highlighted part is a drawn box
-    if method != "prefix-tuning":  # peft's prefix is one tensor that feeds every block
-        assert {p for p in parts if p.startswith("layer.")} == _from_names(model)
-
-
 EXPECTED = {  # what each family trains, as the lessons describe it
     "adapter": {"adapter.mlp"},
     "prompt-tuning": {"prompt"},
+    "prompt-scratch": {"prompt"},
     "prefix-tuning": {"prefix.k", "prefix.v"},
-    "ia3": {"ia3.k", "ia3.v", "ia3.down"},
+    "ia3": {"ia3.k", "ia3.v", "ia3.down"},  # peft's llama default: down_proj scaled on its input
     "ln-tuning": {"norm.input", "norm.post_attention", "norm.final"},
     "lora": {f"lora.{p}" for p in ("q", "k", "v", "o", "gate", "up", "down")},
 }
 
 
-@pytest.mark.parametrize("method", list(EXPECTED))
-def test_trainable_parts_per_family(method):
-    parts = trainable_parts(method_model(method, layers=LAYERS))
-    assert {p for p in parts if not p.startswith("layer.")} == EXPECTED[method]
+@functools.cache
+def prepared(method: str):
+    return method_model(method, layers=LAYERS)
+
+
+@pytest.mark.parametrize("method", DRAWN)
+def test_decoder_block_highlights_what_requires_grad(method):
+    model = prepared(method)
+    parts = trainable_parts(model)
+    fig = decoder_block(method, layers=LAYERS, model=model)
+    assert isinstance(fig, Figure)
+    assert fig.highlighted == parts
+    boxes = [p for p in fig.axes[0].patches if p.get_gid() is not None]
+    coloured = {p.get_gid() for p in boxes if p.get_facecolor()[:3] != GREY}
+    assert coloured == parts  # every trained part is a coloured box, and only those
+    if method != "prefix-tuning":  # peft's prefix is one tensor that feeds every block
+        assert {p for p in parts if p.startswith("layer.")} == _from_names(model)
+    if method in EXPECTED:
+        assert {p for p in parts if not p.startswith("layer.")} == EXPECTED[method]
 
 
 def test_top_layers_lights_the_last_blocks_and_full_lights_everything():
-    top = trainable_parts(method_model("top-layers", layers=LAYERS))
+    top = trainable_parts(prepared("top-layers"))
     assert {p for p in top if p.startswith("layer.")} == {"layer.1", "layer.2"}
     assert "norm.final" in top and "embedding" not in top
-    full = trainable_parts(method_model("full", layers=LAYERS))
+    full = trainable_parts(prepared("full"))
     assert {"embedding", "lm_head", "q", "down", "norm.final"} <= full  # the head is tied
 
 

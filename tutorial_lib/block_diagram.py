@@ -160,6 +160,16 @@ def _attachments(parts: set[str], ia3_inputs: set[str]) -> list[Box]:
     return boxes
 
 
+def _tied(model) -> bool:
+    """Whether the output head reuses the input embedding's matrix (SmolLM2 does)."""
+    found = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        for part in ("embed_tokens.weight", "lm_head.weight"):
+            if name.endswith(part) and "ln_tuning" not in name:
+                found.setdefault(part, p)
+    return len(found) == 2 and found["embed_tokens.weight"] is found["lm_head.weight"]
+
+
 def _ia3_inputs(model) -> set[str]:
     """The projections whose input (not output) IA³ scales: peft's feedforward modules."""
     config = getattr(model, "active_peft_config", None)
@@ -239,6 +249,8 @@ def decoder_block(method: str, config=None, layers: int = SMOLLM2_LAYERS, model=
     highlighted = _draw_layers(ax, parts, layers)
     for box in BASE_BOXES:
         on = box.name in parts
+        if box.name == "lm_head" and _tied(model):
+            box = replace(box, label="LM head (tied to embedding)")
         highlighted += [box.name] if on else []
         _draw_box(ax, box, TRAINED if on else FROZEN, on)
     added = [b for b in OPTIONAL_BOXES if b.name in parts] + _attachments(parts, _ia3_inputs(model))
