@@ -218,7 +218,8 @@ def _draw_frame(ax, layers: int) -> None:
         )
     )
     ax.text(0.35, 11.25, f"decoder block × {layers}", fontsize=9, fontweight="bold", va="center")
-    for y in RESIDUALS:
+    starts = (1.3, RESIDUALS[0] + 0.35)  # each residual branches off where its sub-layer starts
+    for y, start in zip(RESIDUALS, starts):
         ax.text(
             MAIN,
             y,
@@ -229,11 +230,13 @@ def _draw_frame(ax, layers: int) -> None:
             fontweight="bold",
             bbox=dict(boxstyle="circle,pad=0.1", facecolor="white", edgecolor="black"),
         )
+        ax.plot([MAIN, 0.6, 0.6], [start, start, y], color="#777777", lw=1)
         ax.annotate(
             "", (MAIN - 0.25, y), (0.6, y), arrowprops=dict(arrowstyle="->", color="#777777")
         )
-    ax.plot([0.6, 0.6], [1.3, RESIDUALS[1]], color="#777777", lw=1)
-    ax.text(0.7, 1.35, "residual", fontsize=7, color="#777777", rotation=90, va="bottom")
+        ax.text(
+            0.7, start + 0.05, "residual", fontsize=7, color="#777777", rotation=90, va="bottom"
+        )
     ax.plot([MAIN, MAIN], [0.7, 12.6], color="#bbbbbb", lw=1, zorder=0)
 
 
