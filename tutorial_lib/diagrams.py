@@ -120,6 +120,8 @@ def _panel_blocks(ax, flat, q, block: int, n: int) -> None:
         f"1. the first {n} blocks of {block} weights, each with its own scale (red)", fontsize=9
     )
     ax.set_xlabel("weight index")
+    top = q.absmax[:n].max().item()
+    ax.set_ylim(-1.15 * top, 1.3 * top)  # room for the labels above the red lines
 
 
 def _panel_levels(ax, scaled: torch.Tensor) -> None:
@@ -229,7 +231,7 @@ def forgetting_flips(before_correct, after_correct, floor_before=None, floor_aft
     for ax in (grid, bars):
         ax.set_yticks(range(len(runs)), list(runs))
         ax.set_ylim(len(runs) - 0.1, -0.3)
-    grid.set_xlim(0, n)
+    grid.set_xlim(0, n * 1.25)  # the same scale as the bars below, so columns line up
     grid.set_title(
         f"each of {n} items: right → right, right → wrong (lost), wrong → right "
         "(gained), wrong → wrong",
