@@ -228,9 +228,7 @@ def qlora_model(
     return get_peft_model(model, lora_config()), tokenizer
 
 
-def peft_model(
-    method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float32, seed: int = 0
-):
+def peft_model(method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float32, seed: int = 0):
     """(peft model, tokenizer) for a method of `PEFT_METHODS`: load, configure, wrap.
 
     The seed is set just before `get_peft_model`: LoRA's A and a prefix start random.
