@@ -14,6 +14,16 @@ from tutorial_lib.runspec import RunSpec
 from tutorial_lib.train import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread for the tiny model: a second buys nothing at this size, and under load the
+    two spin against each other (the real-model test sets its own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _Seen:
     """What `train` built: its optimizer, the rate of every step, the clipping and batch sizes."""
 

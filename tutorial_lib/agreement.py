@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tutorial_lib import data, practitioner
-from tutorial_lib.device import get_device, set_seed
+from tutorial_lib.device import get_device
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 
@@ -157,7 +157,6 @@ def agreement(
     run = (method, name, rows, steps, lr, seed, max_length)
     library = _library_run(*run, dtype_name)
     practice = _peft_run(*run, dtype)
-    set_seed(seed)
     return Agreement(method, lr, library[0], practice[0], library[1], practice[1])
 
 
