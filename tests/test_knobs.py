@@ -17,7 +17,7 @@ from tutorial_lib.train import train
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One thread for the tiny model: a second buys nothing at this size, and under load the
-    two spin against each other (the real-model test sets its own)."""
+    two spin against each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -101,7 +101,7 @@ def collator(tokenizer):
     """Right-pads a batch: pad token in input_ids, 0 in attention_mask, -100 in labels."""
     from transformers import DataCollatorForSeq2Seq
 
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side = "right"  # as the library pads (a tokenizer may default to left)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
