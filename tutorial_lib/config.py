@@ -24,7 +24,7 @@ class Profile:
     eval_batch_size: int = 32  # sequences per evaluation forward pass
     replay_items: int | None = None  # replay passages used to estimate EWC's Fisher (None = all)
     # general passages KL(base ‖ tuned) is measured on (None = all, 0 = none): the base's fp16
-    # log-probabilities are held for them, positions x 49,152 x 2 B (16 passages: ~150 MiB)
+    # log-probabilities are held for them, positions x 49,152 x 2 B (16 passages: 173 MiB)
     kl_passages: int | None = 16
 
     def __post_init__(self) -> None:
