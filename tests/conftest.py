@@ -43,6 +43,20 @@ SUMMARY_KEYS = frozenset(  # what a run's summary, and so `tutorial-lib train --
         "general_ce_after",
         "checkpoint_bytes",
         "trajectory",
+        # forgetting counted both ways and measured continuously (issue 27, item 3)
+        "probe_lost",
+        "probe_gained",
+        "probe_sign_test_p",
+        "probe_logprob_shift",
+        "probe_logprob_shift_stderr",
+        "general_ce_change",
+        "general_ce_change_stderr",
+        "general_ce_change_ci95",
+        "general_n_passages",
+        "kl_to_base",
+        "kl_to_base_stderr",
+        "kl_to_base_ci95",
+        "kl_n_passages",
     }
 )
 

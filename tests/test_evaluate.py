@@ -129,6 +129,42 @@ def test_forgetting_report_arithmetic():
     assert report["general_ce_rise"] == 0.25
     assert report["probe_logprob_shift"] == -0.5
     assert before.probe.stderr == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    # counted both ways: one lost (q1), one gained (q3); p = 1 for one flip each way
+    assert (report["probe_lost"], report["probe_gained"]) == (1, 1)
+    assert report["probe_sign_test_p"] == 1.0
+    assert report["probe_logprob_shift_stderr"] == 0.0  # every item moved by -0.5
+    # no per-passage scores (an Evaluation built by hand): the change, but no made-up error
+    assert report["general_ce_change"] == 0.25 and report["general_ce_change_stderr"] is None
+    assert report["general_n_passages"] is None
+    assert (report["kl_to_base"], report["kl_n_passages"]) == (None, 0)
+
+
+def test_forgetting_report_carries_the_passages_uncertainty_and_kl():
+    from tutorial_lib.general_text import PassageScores
+
+    cats = ["c"] * 3
+    ids = ["a", "b", "c"]
+    before = Evaluation(
+        _result([True, True, False], cats, -1.0),
+        _result([False], ["d"], -5.0),
+        general_ce=2.0,
+        general_passages=PassageScores(ids, [20.0, 20.0, 40.0], [10, 10, 20], 2.0),
+    )
+    after = Evaluation(
+        _result([False, True, False], cats, -2.0),
+        _result([True], ["d"], -2.0),
+        general_ce=2.25,
+        general_passages=PassageScores(ids, [22.0, 21.0, 47.0], [10, 10, 20], 2.25, [1.0, 3.0]),
+    )
+    report = forgetting_report(before, after)
+    assert report["general_ce_change"] == pytest.approx(0.25)
+    assert report["general_ce_change_stderr"] > 0 and report["general_n_passages"] == 3
+    low, high = report["general_ce_change_ci95"]
+    assert low <= 0.25 <= high
+    assert report["kl_to_base"] == pytest.approx(4 / 20) and report["kl_n_passages"] == 2
+    assert report["kl_to_base_stderr"] > 0 and isinstance(report["kl_to_base_ci95"], list)
+    assert (report["probe_lost"], report["probe_gained"]) == (1, 0)
+    assert report["probe_sign_test_p"] == 1.0  # one flip is no evidence
 
 
 def test_before_is_measured_without_the_adapter(tiny):

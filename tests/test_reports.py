@@ -87,8 +87,54 @@ def test_a_runs_report_is_the_train_commands_text():
         "trainable        1,843,200 of 136,358,208 (1.35 %)",
         "loss             2.500 -> 1.250",
         "domain accuracy  0.250 -> 0.500",
-        "probe accuracy   0.625 -> 0.500  (retention 0.800)",
         "general text CE  3.000 -> 3.500",
+        "probe accuracy   0.625 -> 0.500  (retention 0.800)",
         "time             1.23 s/step, 812 tokens/s",
         "peak memory      3072 MiB; checkpoint 7.5 MiB",
     ]
+
+
+PAIRED = {
+    "probe_lost": 11,
+    "probe_gained": 1,
+    "probe_sign_test_p": 26 / 4096,
+    "probe_logprob_shift": -0.25,
+    "probe_logprob_shift_stderr": 0.0625,
+    "general_ce_change": 0.5,
+    "general_ce_change_stderr": 0.02,
+    "general_ce_change_ci95": [0.46, 0.54],
+    "general_n_passages": 16,
+    "kl_to_base": 0.0123,
+    "kl_to_base_stderr": 0.0021,
+    "kl_to_base_ci95": [0.008, 0.016],
+    "kl_n_passages": 16,
+}
+
+
+def test_a_runs_report_leads_forgetting_with_the_continuous_measures():
+    lines = run_report({**RUN, **PAIRED}, "tarnwick").splitlines()
+    assert lines[3:8] == [
+        "domain accuracy  0.250 -> 0.500",
+        "general text CE  3.000 -> 3.500  (change +0.5000 ± 0.0200 nats/token over 16 passages)",
+        "KL(base ‖ tuned) 0.0123 ± 0.0021 nats/token over 16 passages",
+        "probe items      11 lost, 1 gained (sign test p = 0.00635); log-prob of the correct"
+        " answers -0.250 ± 0.062",
+        "probe accuracy   0.625 -> 0.500  (retention 0.800: share of the items the base got"
+        " right still right)",
+    ]
+
+
+def test_one_passage_gives_no_error_estimate_and_no_kl_says_so():
+    one = {
+        **PAIRED,
+        "general_ce_change_stderr": None,
+        "general_ce_change_ci95": None,
+        "general_n_passages": 1,
+        "kl_to_base": None,
+        "kl_to_base_stderr": None,
+        "kl_to_base_ci95": None,
+        "kl_n_passages": 0,
+    }
+    lines = run_report({**RUN, **one}, "tarnwick").splitlines()
+    assert lines[4].endswith("(change +0.5000 nats/token, no error estimate (1 passage))")
+    assert lines[5] == "KL(base ‖ tuned) not measured (no base log-probabilities)"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from tutorial_lib import data
 from tutorial_lib.config import Profile, get_profile
 from tutorial_lib.evaluate import Evaluation, adapters_disabled, evaluate_model
+from tutorial_lib.general_text import BaseLogprobs, capture_base, kl_count
 from tutorial_lib.models import DEFAULT_MODEL
 
 
@@ -49,9 +50,14 @@ class Suite:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
-    """Evaluate on a suite; a peft model is measured with its adapters as they are."""
-    return evaluate_model(model, tokenizer, suite.probe, suite.domain, suite.general, batch_size)
+def evaluate_suite(
+    model, tokenizer, suite: Suite, batch_size: int = 32, base_logprobs: BaseLogprobs | None = None
+) -> Evaluation:
+    """Evaluate on a suite; a peft model is measured with its adapters as they are. With the
+    base's log-probabilities on the suite's first passages, KL(base ‖ model) is measured too."""
+    return evaluate_model(
+        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, base_logprobs
+    )
 
 
 def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
@@ -77,6 +83,9 @@ class Baseline:
     trajectory_suite: Suite | None = None
     before: Evaluation | None = None
     trajectory_before: Evaluation | None = None
+    # the base's fp16 log-probabilities on the first `profile.kl_passages` general passages, for
+    # KL(base ‖ tuned): captured with `before`, held in memory only (never written to disk)
+    base_logprobs: BaseLogprobs | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         data.check_task(self.task)
@@ -99,6 +108,9 @@ class Baseline:
     def measure(self, model=None, tokenizer=None, trajectory: bool = True) -> Baseline:
         """Measure whatever base numbers are missing (on `model`, or a freshly loaded base)."""
         want_mid = trajectory and self.trajectory_suite is not None
+        n_kl = kl_count(self.profile.kl_passages, len(self.suite.general))
+        if model is not None and n_kl and self.base_logprobs is None:
+            self.capture_logprobs(model, tokenizer, n_kl)
         if self.before is not None and (self.trajectory_before is not None or not want_mid):
             return self
         if model is None:
@@ -108,9 +120,18 @@ class Baseline:
         batch = self.profile.eval_batch_size
         if self.before is None:
             self.before = evaluate_base(model, tokenizer, self.suite, batch)
+            if n_kl and self.base_logprobs is None:
+                self.capture_logprobs(model, tokenizer, n_kl)
         if want_mid and self.trajectory_before is None:
             self.trajectory_before = evaluate_base(model, tokenizer, self.trajectory_suite, batch)
         return self
+
+    def capture_logprobs(self, model, tokenizer, n: int) -> None:
+        """Keep the base's log-probabilities on the first `n` general passages, read in the
+        batches `evaluate_model` reads them in (so the base against itself is exactly 0)."""
+        batch = self.profile.eval_batch_size // 2 or 1
+        with adapters_disabled(model):
+            self.base_logprobs = capture_base(model, tokenizer, self.suite.general, n, batch)
 
     def measured(self) -> tuple[Evaluation, Evaluation | None]:
         """(before, before on the mid-run suite or None), measured now if not yet."""

@@ -23,11 +23,16 @@ class Profile:
     general_items: int | None  # general-text passages for cross-entropy (None = all)
     eval_batch_size: int = 32  # sequences per evaluation forward pass
     replay_items: int | None = None  # replay passages used to estimate EWC's Fisher (None = all)
+    # general passages KL(base ‖ tuned) is measured on (None = all, 0 = none): the base's fp16
+    # log-probabilities are held for them, positions x 49,152 x 2 B (16 passages: 173 MiB)
+    kl_passages: int | None = 16
 
     def __post_init__(self) -> None:
         for field in ("train_steps", "batch_size", "max_length", "eval_batch_size"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"Profile.{field} must be > 0, got {getattr(self, field)}")
+        if self.kl_passages is not None and self.kl_passages < 0:
+            raise ValueError(f"Profile.kl_passages must be >= 0 or None, got {self.kl_passages}")
 
     def with_overrides(self, **changes: object) -> Profile:
         """Return a copy with some sizes changed (e.g. more steps for one experiment)."""
@@ -48,6 +53,7 @@ PROFILES: dict[str, Profile] = {
         domain_facts=12,
         general_items=24,
         replay_items=16,
+        kl_passages=4,
     ),
     # What a learner gets: whole evaluation sets, runs long enough for effects to show.
     "full": Profile(
@@ -58,6 +64,7 @@ PROFILES: dict[str, Profile] = {
         probe_items=None,
         domain_facts=None,
         general_items=None,
+        kl_passages=16,
     ),
 }
 

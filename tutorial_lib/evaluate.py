@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from tutorial_lib import scoring, stopwatch
 from tutorial_lib.data import render_prompt
+from tutorial_lib.general_text import BaseLogprobs, PassageScores, ce_change, score_general
+from tutorial_lib.measures import flips, paired_mean_shift
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import (
@@ -169,6 +171,7 @@ class Evaluation:
     probe: ChoiceResult
     domain: ChoiceResult
     general_ce: float
+    general_passages: PassageScores | None = None  # per passage: CE, tokens, KL to the base
 
     def summary(self) -> dict:
         """The metric names every lesson and the CLI use (see design notes, Metrics)."""
@@ -197,13 +200,31 @@ class Evaluation:
         )
 
 
-def evaluate_model(model, tokenizer, probe, domain, general, batch_size: int = 32) -> Evaluation:
-    """Probe, domain and general-text scores of the model as it is now."""
+def evaluate_model(
+    model,
+    tokenizer,
+    probe,
+    domain,
+    general,
+    batch_size: int = 32,
+    base_logprobs: BaseLogprobs | None = None,
+) -> Evaluation:
+    """Probe, domain and general-text scores of the model as it is now; general text per
+    passage (its mean is `general_cross_entropy`'s, to the last digit), and KL(base ‖ model)
+    when the base's log-probabilities are given (`general_text.capture_base`)."""
     with stopwatch.timed("evaluation"):
+        probe_result = evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE)
+        domain_result = evaluate_choices(
+            model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE
+        )
+        passages = score_general(
+            model, tokenizer, general, batch_size // 2 or 1, base=base_logprobs
+        )
         return Evaluation(
-            probe=evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE),
-            domain=evaluate_choices(model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE),
-            general_ce=general_cross_entropy(model, tokenizer, general, batch_size // 2 or 1),
+            probe=probe_result,
+            domain=domain_result,
+            general_ce=passages.ce,
+            general_passages=passages,
         )
 
 
@@ -232,7 +253,46 @@ def forgetting_report(before: Evaluation, after: Evaluation) -> dict:
         "probe_logprob_shift": after.probe.mean_logprob - before.probe.mean_logprob,
         "general_ce_rise": after.general_ce - before.general_ce,
         "flipped_to_wrong": [before.probe.ids[i] for i in was_right if i not in set(still)],
+        **paired_measures(before, after),
     }
+
+
+def _listed(ci: tuple[float, float] | None) -> list[float] | None:
+    """An interval as JSON holds it (a list), so that a saved summary reads back equal."""
+    return list(ci) if ci is not None else None
+
+
+def paired_measures(before: Evaluation, after: Evaluation) -> dict:
+    """Forgetting counted both ways and measured continuously (`forgetting_report`'s new keys):
+    probe items lost and gained with an exact sign test, the paired shift of the correct answers'
+    log-probability, the general-text CE change with a bootstrap over passages, and KL(base ‖
+    tuned) when measured. An error that one passage cannot give is None, never made up."""
+    counted = flips(before.probe.correct, after.probe.correct, before.probe.ids)
+    shift = paired_mean_shift(before.probe.correct_logprobs, after.probe.correct_logprobs)
+    out = {
+        "probe_lost": counted.lost,
+        "probe_gained": counted.gained,
+        "probe_sign_test_p": counted.p_value,
+        "probe_logprob_shift_stderr": shift.stderr,
+        "general_ce_change": after.general_ce - before.general_ce,
+        "general_ce_change_stderr": None,
+        "general_ce_change_ci95": None,
+        "general_n_passages": None,
+        "kl_to_base": None,
+        "kl_to_base_stderr": None,
+        "kl_to_base_ci95": None,
+        "kl_n_passages": 0,
+    }
+    if before.general_passages is not None and after.general_passages is not None:
+        change = ce_change(before.general_passages, after.general_passages)
+        out["general_ce_change_stderr"] = change.stderr
+        out["general_ce_change_ci95"] = _listed(change.ci95)
+        out["general_n_passages"] = change.n
+    kl = after.general_passages.kl() if after.general_passages is not None else None
+    if kl is not None:
+        out["kl_to_base"], out["kl_to_base_stderr"] = kl.value, kl.stderr
+        out["kl_to_base_ci95"], out["kl_n_passages"] = _listed(kl.ci95), kl.n
+    return out
 
 
 def flipped_items(before: Evaluation, after: Evaluation, items: list[dict]) -> list[dict]:
@@ -290,6 +350,47 @@ def side_by_side(
     return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})
 
 
+RETENTION_MEANING = ": share of the items the base got right still right"
+
+
+def _error_text(
+    value: float, stderr: float | None, n: int | None, unit: str, sign: str = "+"
+) -> str:
+    if stderr is None:
+        return f"{value:{sign}.4f} {unit}, no error estimate ({n} passage{'' if n == 1 else 's'})"
+    return f"{value:{sign}.4f} ± {stderr:.4f} {unit} over {n} passages"
+
+
+def _ce_change_text(s: dict) -> str:
+    """`  (change +0.012 ± 0.004 nats/token over 16 passages)`, or nothing in older summaries."""
+    if s.get("general_n_passages") is None:
+        return ""
+    change = _error_text(
+        s["general_ce_change"], s["general_ce_change_stderr"], s["general_n_passages"], "nats/token"
+    )
+    return f"  (change {change})"
+
+
+def _paired_lines(s: dict) -> list[str]:
+    """KL to the base and the probe's items lost and gained: the lines between general text and
+    probe accuracy in `run_report` (none for a summary from before they were measured)."""
+    if "probe_lost" not in s:
+        return []
+    if s.get("kl_to_base") is None:
+        kl = "not measured (no base log-probabilities)"
+    else:
+        kl = _error_text(
+            s["kl_to_base"], s["kl_to_base_stderr"], s["kl_n_passages"], "nats/token", sign=""
+        )
+    return [
+        f"KL(base ‖ tuned) {kl}",
+        f"probe items      {s['probe_lost']} lost, {s['probe_gained']} gained"
+        f" (sign test p = {s['probe_sign_test_p']:.3g}); log-prob of the correct answers"
+        f" {s['probe_logprob_shift']:+.3f}"
+        + (f" ± {err:.3f}" if (err := s["probe_logprob_shift_stderr"]) is not None else ""),
+    ]
+
+
 def run_report(s: dict, task: str) -> str:
     """A run's before/after as `tutorial-lib train` prints it, from `ExperimentResult.summary()`."""
     options = "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
@@ -303,9 +404,13 @@ def run_report(s: dict, task: str) -> str:
             f"({s['trainable_percent']:.2f} %)",
             f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}",
             f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}",
+            f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}"
+            + _ce_change_text(s),
+            *_paired_lines(s),
             f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
-            f"  (retention {s['retention']:.3f})",
-            f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}",
+            f"  (retention {s['retention']:.3f}"
+            + (RETENTION_MEANING if "probe_lost" in s else "")
+            + ")",
             f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s",
             f"peak memory      {mib(s['peak_memory_bytes']):.0f} MiB;"
             f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",

@@ -45,6 +45,23 @@ __all__ = [  # with names re-exported from where they now live, for earlier note
 ]
 
 
+PAIRED_KEYS = (  # forgetting counted both ways and measured continuously (`paired_measures`)
+    "probe_lost",
+    "probe_gained",
+    "probe_sign_test_p",
+    "probe_logprob_shift",
+    "probe_logprob_shift_stderr",
+    "general_ce_change",
+    "general_ce_change_stderr",
+    "general_ce_change_ci95",
+    "general_n_passages",
+    "kl_to_base",
+    "kl_to_base_stderr",
+    "kl_to_base_ci95",
+    "kl_n_passages",
+)
+
+
 class NotApplicable(ValueError):
     """The method cannot be applied to this model (e.g. BitFit on a model without biases):
     known before any training, so a comparison reports it rather than failing."""
@@ -106,6 +123,7 @@ class ExperimentResult:
             "retention": report["retention"],
             "general_ce_before": b["general_ce"],
             "general_ce_after": a["general_ce"],
+            **{key: report[key] for key in PAIRED_KEYS},
             "checkpoint_bytes": self.checkpoint_bytes,
             **self.mitigation,
             "trajectory": self.trajectory,
@@ -274,7 +292,8 @@ def run_experiment(
     result = train(
         model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume, penalties, measure
     )
-    after = evaluate_suite(model, tokenizer, baseline.suite, profile.eval_batch_size)
+    batch, base_logprobs = profile.eval_batch_size, baseline.base_logprobs
+    after = evaluate_suite(model, tokenizer, baseline.suite, batch, base_logprobs)
     trajectory.append(trajectory_point(result.steps_done, before, after))
     return ExperimentResult(
         spec.method,
