@@ -160,7 +160,10 @@ def test_run_experiment_trains_and_asks_the_specs_task(tiny_folder, small_profil
         RunSpec("full", steps=1, task="brimvale"),
         Baseline(small_profile, tiny_folder, task="brimvale"),
     )
-    assert result.after.domain.ids == ["b001-e", "b001-e2", "b001-e3", "b001-e4"] and result.summary()["spec"]["task"] == "brimvale"
+    assert (
+        result.after.domain.ids == ["b001-e", "b001-e2", "b001-e3", "b001-e4"]
+        and result.summary()["spec"]["task"] == "brimvale"
+    )
 
 
 def test_task_folders_and_unknown_tasks():

@@ -49,15 +49,22 @@ class Suite:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
-    """Evaluate on a suite; a peft model is measured with its adapters as they are."""
-    return evaluate_model(model, tokenizer, suite.probe, suite.domain, suite.general, batch_size)
+def evaluate_suite(
+    model, tokenizer, suite: Suite, batch_size: int = 32, recall: bool = True
+) -> Evaluation:
+    """Evaluate on a suite; a peft model is measured with its adapters as they are. `recall`
+    adds greedy recall and the recognition control (mid-run points leave them out)."""
+    return evaluate_model(
+        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, recall
+    )
 
 
-def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
+def evaluate_base(
+    model, tokenizer, suite: Suite, batch_size: int = 32, recall: bool = True
+) -> Evaluation:
     """Evaluate the base model: any adapter is switched off, so "before" is never flattered."""
     with adapters_disabled(model):
-        return evaluate_suite(model, tokenizer, suite, batch_size)
+        return evaluate_suite(model, tokenizer, suite, batch_size, recall)
 
 
 @dataclass
@@ -109,7 +116,9 @@ class Baseline:
         if self.before is None:
             self.before = evaluate_base(model, tokenizer, self.suite, batch)
         if want_mid and self.trajectory_before is None:
-            self.trajectory_before = evaluate_base(model, tokenizer, self.trajectory_suite, batch)
+            self.trajectory_before = evaluate_base(
+                model, tokenizer, self.trajectory_suite, batch, recall=False
+            )  # mid-run points measure no recall (generation is too slow to repeat)
         return self
 
     def measured(self) -> tuple[Evaluation, Evaluation | None]:
