@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,12 +22,18 @@ from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 from tutorial_lib.provenance import command_line, record
 from tutorial_lib.scoring import quiet_progress
 
+# process CPU time per part: steadier than wall time on a shared machine
+CPU_SECONDS: dict[str, float] = {}
+
 
 def timed(fn, *args, **kwargs):
-    """(result, seconds) of one call."""
-    start = time.perf_counter()
+    """(result, wall seconds) of one call; its CPU seconds are added to CPU_SECONDS."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    CPU_SECONDS[fn.__name__ + str(len(CPU_SECONDS))] = time.process_time() - cpu
+    print(f"{fn.__name__}: {wall:.1f} s", file=sys.stderr, flush=True)
+    return out, wall
 
 
 def measure(threads: int, examples: int) -> dict:
@@ -68,6 +76,10 @@ def measure(threads: int, examples: int) -> dict:
             "added_by_recall_and_control": recall_s + control_s,
             "added_fraction": (recall_s + control_s) / without,
         },
+        "cpu_seconds": dict(
+            zip(("probe", "domain_mc", "general_ce", "recall", "control"), CPU_SECONDS.values())
+        ),
+        "load_average_after": os.getloadavg()[0],
         "max_new_tokens": recall.MAX_NEW_TOKENS,
         "recall_batch": recall.RECALL_BATCH,
         "example_replies": [
