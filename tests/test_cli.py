@@ -77,6 +77,8 @@ def test_baseline_json(tmp_path):
         "probe_n_items",
         "domain_accuracy",
         "domain_n_items",
+        "domain_recall",
+        "domain_control_accuracy",
         "general_ce",
     } <= set(result)
     assert result["probe_accuracy"] > 0.4 and len(result["probe_accuracy_by_category"]) >= 8

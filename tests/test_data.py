@@ -249,3 +249,74 @@ def test_results_sit_beside_the_data_folder_even_when_it_moves(monkeypatch, tmp_
     assert (data.results_dir() / "lessons-full.json").is_file()  # the committed lesson times
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "clone" / "data"))  # as the Colab cell sets it
     assert data.results_dir() == tmp_path / "clone" / "benchmarks" / "results"
+
+
+# --- held-out wordings and their values (recall) ------------------------------------------------
+
+
+@pytest.mark.parametrize("task", data.TASKS)
+def test_every_fact_has_four_new_wordings_with_one_value(task):
+    train_questions = {
+        r["messages"][-2]["content"].lower() for r in data.load_domain_train(task=task)
+    }
+    by_fact: dict[str, list[dict]] = {}
+    for item in data.load_domain_eval(task=task):
+        by_fact.setdefault(item["fact_id"], []).append(item)
+        assert item["question"].lower() not in train_questions, item["id"]
+    assert {len(items) for items in by_fact.values()} == {4}
+    for items in by_fact.values():
+        assert len({i["question"] for i in items}) == 4
+        assert len({i["value"] for i in items}) == 1  # one fact, one value
+        assert len({i["choices"][i["answer"]] for i in items}) == 1  # the same correct sentence
+    first_14 = data.load_domain_eval(facts=14, task=task)
+    assert len(first_14) == 56  # the method lessons' budget measures recall on 56 questions
+
+
+HELD_OUT = {"id": "f1-e", "fact_id": "f1", "question": "How much is the Vessick?", "value": "$89"}
+HELD_OUT["choices"] = ["It costs $89.", "It costs $189.", "It costs $99.", "It costs $59."]
+HELD_OUT["answer"] = 0
+
+
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        ({k: v for k, v in HELD_OUT.items() if k != "value"}, "value"),
+        ({**HELD_OUT, "value": ""}, "value"),
+        ({**HELD_OUT, "value": 89}, "value"),
+        ({**HELD_OUT, "value": "$189"}, "value"),  # the correct choice does not state it
+        ({k: v for k, v in HELD_OUT.items() if k != "fact_id"}, "fact_id"),
+    ],
+)
+def test_a_held_out_row_needs_a_value_its_answer_states(tmp_path, row, field):
+    path = tmp_path / "domain_eval.jsonl"
+    good = {**HELD_OUT, "id": "f0-e", "question": "Another question?"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataFormatError) as err:
+        read_jsonl(path, "domain_eval")
+    assert (err.value.path, err.value.line, err.value.field) == (path, 2, field)
+    assert f"{path}, line 2, field '{field}'" in str(err.value)
+
+
+def test_a_held_out_wording_that_was_trained_on_is_an_error(tmp_path):
+    chat = {"role": "user", "content": "How much is the  Vessick"}  # case, spacing, "?" aside
+    train = {
+        "id": "f1-t1",
+        "fact_id": "f1",
+        "messages": [chat, {"role": "assistant", "content": "$89."}],
+    }
+    (tmp_path / "domain_train.jsonl").write_text("\n" + json.dumps(train) + "\n")
+    path = tmp_path / "domain_eval.jsonl"
+    other = {**HELD_OUT, "id": "f1-e2", "question": "What is the Vessick's price?"}
+    path.write_text(json.dumps(other) + "\n" + json.dumps(HELD_OUT) + "\n")
+    with pytest.raises(DataFormatError, match="never be trained on") as err:
+        data.load_domain_eval(path)
+    assert (err.value.line, err.value.field) == (2, "question")
+    assert "'f1-t1'" in str(err.value) and "domain_train.jsonl, line 2" in str(err.value)
+
+
+def test_a_held_out_wording_asked_twice_is_an_error(tmp_path):
+    path = tmp_path / "domain_eval.jsonl"
+    twice = {**HELD_OUT, "id": "f1-e2", "question": "how much is the vessick"}
+    path.write_text(json.dumps(HELD_OUT) + "\n" + json.dumps(twice) + "\n")
+    with pytest.raises(DataFormatError, match="line 2, field 'question': repeats line 1"):
+        read_jsonl(path, "domain_eval")

@@ -58,7 +58,7 @@ def test_brimvale_files_validate_and_follow_tarnwicks_recipe():
     for row in train:
         by_fact.setdefault(row["fact_id"], []).append(row)
     assert 36 <= len(by_fact) <= 44
-    assert sorted(item["fact_id"] for item in held_out) == sorted(by_fact)  # one each
+    assert sorted(item["fact_id"] for item in held_out) == sorted(list(by_fact) * 4)  # four each
     train_questions = {_question(r).lower() for r in train}
     for item in held_out:
         rows = by_fact[item["fact_id"]]
@@ -148,7 +148,7 @@ def test_a_profiles_suite_and_training_data_come_from_the_task(tiny, profile_wit
     _, tok = tiny
     profile = profile_with(domain_facts=2)
     suite = Suite.from_profile(profile, task="brimvale")
-    assert [q["fact_id"] for q in suite.domain] == ["b001", "b002"]
+    assert list(dict.fromkeys(q["fact_id"] for q in suite.domain)) == ["b001", "b002"]
     assert {q["system"] for q in suite.domain} == {PROMPTS["brimvale"]}
     examples = training_examples(tok, profile, 0.0, seed=0, task="brimvale")
     assert len(examples) == 8
@@ -160,7 +160,10 @@ def test_run_experiment_trains_and_asks_the_specs_task(tiny_folder, small_profil
         RunSpec("full", steps=1, task="brimvale"),
         Baseline(small_profile, tiny_folder, task="brimvale"),
     )
-    assert result.after.domain.ids == ["b001-e"] and result.summary()["spec"]["task"] == "brimvale"
+    assert (
+        result.after.domain.ids == ["b001-e", "b001-e2", "b001-e3", "b001-e4"]
+        and result.summary()["spec"]["task"] == "brimvale"
+    )
 
 
 def test_task_folders_and_unknown_tasks():
@@ -197,7 +200,8 @@ def test_a_mixture_of_tasks_trains_and_asks_both_companies_each_under_its_prompt
     assert all(PROMPTS["tarnwick"] in text for text in encoded[:4])
     assert all(PROMPTS["brimvale"] in text for text in encoded[4:])
     questions = data.load_domain_eval(facts=2, task="tarnwick+brimvale")
-    assert [q["id"] for q in questions] == ["f001-e", "f002-e", "b001-e", "b002-e"]
+    first = [q["id"] for q in questions if q["id"].endswith("-e")]  # each fact's first wording
+    assert first == ["f001-e", "f002-e", "b001-e", "b002-e"] and len(questions) == 16
     assert RunSpec("full", task="tarnwick+brimvale").task == "tarnwick+brimvale"
     for bad in ("tarnwick+acme", "tarnwick+tarnwick"):
         with pytest.raises(ValueError, match="joined by '\\+'"):

@@ -51,19 +51,34 @@ class Suite:
 
 
 def evaluate_suite(
-    model, tokenizer, suite: Suite, batch_size: int = 32, base_logprobs: BaseLogprobs | None = None
+    model,
+    tokenizer,
+    suite: Suite,
+    batch_size: int = 32,
+    base_logprobs: BaseLogprobs | None = None,
+    recall: bool = True,
 ) -> Evaluation:
     """Evaluate on a suite; a peft model is measured with its adapters as they are. With the
-    base's log-probabilities on the suite's first passages, KL(base ‖ model) is measured too."""
+    base's log-probabilities on the suite's first passages, KL(base ‖ model) is measured too;
+    `recall` adds greedy recall and the recognition control (mid-run points leave them out)."""
     return evaluate_model(
-        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, base_logprobs
+        model,
+        tokenizer,
+        suite.probe,
+        suite.domain,
+        suite.general,
+        batch_size,
+        base_logprobs,
+        recall=recall,
     )
 
 
-def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
+def evaluate_base(
+    model, tokenizer, suite: Suite, batch_size: int = 32, recall: bool = True
+) -> Evaluation:
     """Evaluate the base model: any adapter is switched off, so "before" is never flattered."""
     with adapters_disabled(model):
-        return evaluate_suite(model, tokenizer, suite, batch_size)
+        return evaluate_suite(model, tokenizer, suite, batch_size, recall=recall)
 
 
 @dataclass
@@ -123,7 +138,9 @@ class Baseline:
             if n_kl and self.base_logprobs is None:
                 self.capture_logprobs(model, tokenizer, n_kl)
         if want_mid and self.trajectory_before is None:
-            self.trajectory_before = evaluate_base(model, tokenizer, self.trajectory_suite, batch)
+            self.trajectory_before = evaluate_base(
+                model, tokenizer, self.trajectory_suite, batch, recall=False
+            )  # mid-run points measure no recall (generation is too slow to repeat)
         return self
 
     def capture_logprobs(self, model, tokenizer, n: int) -> None:

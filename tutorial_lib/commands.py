@@ -55,6 +55,12 @@ def baseline(args) -> None:
     )
     for cat, acc in summary["probe_accuracy_by_category"].items():
         print(f"  {cat:<16} {acc:.3f}")
+    if "domain_recall" in summary:
+        print(
+            f"domain recall    {summary['domain_recall']:.3f} ± {summary['domain_recall_stderr']:.3f}"
+            f"  ({summary['domain_recall_n_items']} items; control accuracy"
+            f" {summary['domain_control_accuracy']:.3f})"
+        )
     print(f"domain accuracy  {summary['domain_accuracy']:.3f}  ({summary['domain_n_items']} items)")
     print(f"general text CE  {summary['general_ce']:.3f} nats/token")
     _write_json(args.json, summary)

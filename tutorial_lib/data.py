@@ -12,6 +12,7 @@ from typing import Any
 from tutorial_lib.chat import collate as collate  # lessons and train import it from here
 from tutorial_lib.chat import encode_chat as encode_chat
 from tutorial_lib.chat import encode_rows, render_question, with_system
+from tutorial_lib.values import states_value
 
 DATA_ENV = "TUTORIAL_LIB_DATA"
 MAX_FIELD_CHARS = 4000  # a row longer than this is almost surely a paste error
@@ -125,6 +126,15 @@ def _messages(row: dict) -> tuple[str, str] | None:
     return None
 
 
+def _held_out(row: dict) -> tuple[str, str] | None:
+    """Choices as `_choices`, and a `value` the correct choice states (see `values`)."""
+    if found := _choices(row):
+        return found
+    if not states_value(row["choices"][row["answer"]], row["value"]):
+        return "value", f"{row['value']!r} is not stated by the correct choice"
+    return None
+
+
 @dataclass(frozen=True)
 class Schema:
     """Required text fields plus an optional structural check of the whole row."""
@@ -137,6 +147,8 @@ class Schema:
 SCHEMAS: dict[str, Schema] = {
     "chat": Schema(("id",), ("messages",), _messages),
     "multiple_choice": Schema(("id", "question"), ("choices", "answer"), _choices),
+    # held-out domain questions: `value` is what a generated reply must state (recall)
+    "domain_eval": Schema(("id", "fact_id", "question", "value"), ("choices", "answer"), _held_out),
     "probe": Schema(("id", "category", "question"), ("choices", "answer"), _choices),
     "text": Schema(("id", "text")),
 }
@@ -182,6 +194,10 @@ def read_jsonl(path: Path | str, kind: str) -> list[dict]:
             rows.append(row)
     if not rows:
         raise DataFormatError(path, 1, "<file>", "contains no rows")
+    if kind == "domain_eval":
+        from tutorial_lib.heldout import check_held_out
+
+        check_held_out(path, rows, seen)  # no wording trained on or asked twice
     return rows
 
 
@@ -236,12 +252,13 @@ def load_domain_train(
 def load_domain_eval(
     path: Path | None = None, facts: int | None = None, task: str = TASKS[0]
 ) -> list[dict]:
-    """Held-out, paraphrased domain questions (4 choices each) about the same facts.
+    """Held-out, paraphrased domain questions (4 choices each) about the same facts: several
+    wordings per fact, none trained on, each with the fact's `value` for recall.
 
     Another task's rows carry its system prompt under "system", which `evaluate_choices` sends.
     """
     return _task_rows(
-        path, facts, task, "domain_eval.jsonl", "multiple_choice", lambda r, p: {**r, "system": p}
+        path, facts, task, "domain_eval.jsonl", "domain_eval", lambda r, p: {**r, "system": p}
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,9 @@ from tutorial_lib.scoring import (
     score_choices,
 )
 from tutorial_lib.units import mib
+
+if TYPE_CHECKING:
+    from tutorial_lib.recall import RecallResult
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
 DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
@@ -172,6 +176,8 @@ class Evaluation:
     domain: ChoiceResult
     general_ce: float
     general_passages: PassageScores | None = None  # per passage: CE, tokens, KL to the base
+    recall: RecallResult | None = None  # greedy replies to the domain items (`recall`)
+    control: ChoiceResult | None = None  # domain choices after an unrelated question
 
     def summary(self) -> dict:
         """The metric names every lesson and the CLI use (see design notes, Metrics)."""
@@ -188,13 +194,33 @@ class Evaluation:
             "domain_mean_logprob": self.domain.mean_logprob,
             "domain_n_items": len(self.domain.ids),
             "general_ce": self.general_ce,
+            **self._recall_summary(),
         }
+
+    def _recall_summary(self) -> dict:
+        """Recall and the recognition control, when they were measured."""
+        out = {}
+        if self.recall is not None:
+            out["domain_recall"] = self.recall.accuracy
+            out["domain_recall_stderr"] = self.recall.stderr
+            out["domain_recall_n_items"] = len(self.recall.ids)
+        if self.control is not None:
+            out["domain_control_accuracy"] = self.control.accuracy
+            out["domain_control_accuracy_stderr"] = self.control.stderr
+        return out
 
     def report(self) -> str:
         """The baseline as the lessons print it: domain, probe (± its standard error), general."""
         probe = self.probe
+        recall = self.recall
         return (
-            f"domain accuracy {self.domain.accuracy:.3f} on {len(self.domain.ids)} held-out questions\n"
+            (
+                f"domain recall   {recall.accuracy:.3f} ± {recall.stderr:.3f} on "
+                f"{len(recall.ids)} held-out questions (greedy reply states the value)\n"
+                if recall is not None
+                else ""
+            )
+            + f"domain accuracy {self.domain.accuracy:.3f} on {len(self.domain.ids)} held-out questions\n"
             f"probe accuracy  {probe.accuracy:.3f} ± {probe.stderr:.3f} on {len(probe.ids)} items\n"
             f"general text CE {self.general_ce:.3f} nats/token"
         )
@@ -208,10 +234,14 @@ def evaluate_model(
     general,
     batch_size: int = 32,
     base_logprobs: BaseLogprobs | None = None,
+    recall: bool = True,
 ) -> Evaluation:
     """Probe, domain and general-text scores of the model as it is now; general text per
     passage (its mean is `general_cross_entropy`'s, to the last digit), and KL(base ‖ model)
-    when the base's log-probabilities are given (`general_text.capture_base`)."""
+    when the base's log-probabilities are given (`general_text.capture_base`); with `recall`,
+    also greedy recall of the domain items and MC accuracy under the recognition control."""
+    from tutorial_lib import recall as recall_lib  # it builds on this module
+
     with stopwatch.timed("evaluation"):
         probe_result = evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE)
         domain_result = evaluate_choices(
@@ -225,6 +255,10 @@ def evaluate_model(
             domain=domain_result,
             general_ce=passages.ce,
             general_passages=passages,
+            recall=recall_lib.evaluate_recall(model, tokenizer, domain) if recall else None,
+            control=recall_lib.evaluate_control(model, tokenizer, domain, batch_size)
+            if recall
+            else None,
         )
 
 
@@ -403,6 +437,7 @@ def run_report(s: dict, task: str) -> str:
             f"trainable        {s['trainable_params']:,} of {s['total_params']:,} "
             f"({s['trainable_percent']:.2f} %)",
             f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}",
+            *_recall_lines(s),
             f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}",
             f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}"
             + _ce_change_text(s),
@@ -416,3 +451,21 @@ def run_report(s: dict, task: str) -> str:
             f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",
         ]
     )
+
+
+def _recall_lines(s: dict) -> list[str]:
+    """The run report's recall line (above MC accuracy), when the run measured recall."""
+    if "domain_recall_after" not in s:
+        return []
+    line = (
+        f"domain recall    {s['domain_recall_before']:.3f} -> {s['domain_recall_after']:.3f}"
+        f"  ({s['domain_recall_change']:+.3f} ± {s['domain_recall_change_stderr']:.3f};"
+        f" {s['domain_recall_gained']} gained, {s['domain_recall_lost']} lost"
+        f" of {s['domain_recall_n_items']})"
+    )
+    if "domain_control_accuracy_after" in s:
+        line += (
+            f"\ncontrol accuracy {s['domain_control_accuracy_before']:.3f} ->"
+            f" {s['domain_control_accuracy_after']:.3f}  (choices after an unrelated question)"
+        )
+    return [line]

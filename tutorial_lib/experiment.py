@@ -25,6 +25,7 @@ from tutorial_lib.forgetting import (
 )
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import load_base_model
+from tutorial_lib.recall import recall_change
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.train import TrainConfig, TrainResult, train
@@ -130,6 +131,7 @@ class ExperimentResult:
             "seed": self.spec.seed if self.spec else None,
             "train_on": self.spec.train_on if self.spec else "domain",
             "spec": self.spec.to_dict() if self.spec else None,
+            **recall_change(self.before, self.after),  # empty when recall was not measured
         }
 
 
@@ -252,7 +254,7 @@ def trajectory_recorder(spec: RunSpec, steps: int, baseline: Baseline, tokenizer
     def measure(step: int, trained) -> None:
         if step in spec.eval_at and step < steps:
             with quiet_progress():  # the training bar is already showing
-                now = evaluate_suite(trained, tokenizer, mid or baseline.suite, batch)
+                now = evaluate_suite(trained, tokenizer, mid or baseline.suite, batch, recall=False)
             subset_before = baseline.trajectory_before if mid is not None else None
             points.append(trajectory_point(step, baseline.before, now, subset_before))
 
