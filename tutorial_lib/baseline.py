@@ -136,7 +136,9 @@ def data_digest() -> str:
     """A short hash of every data file (`data.data_dir()`): edited data means new runs."""
     folder = data.data_dir()
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md"):
+    # the published suite's selection counts through Suite.digest, only where a run scores it
+    files = (p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md")
+    for path in sorted(p for p in files if p.name != "suite_items.json"):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
