@@ -202,3 +202,41 @@ def test_corrupt_extraction_is_noticed(published_data, tmp_path, monkeypatch):
     arrow = copy / "piqa/plain_text/validation/data-00000-of-00001.arrow"
     arrow.write_bytes(arrow.read_bytes()[:-10] + b"0123456789")
     assert not published.verify_extracted(copy)
+
+
+def test_suite_sizes_come_from_the_profile(published_data, profile_with):
+    from tutorial_lib.baseline import Suite
+    from tutorial_lib.config import get_profile, lesson_profile
+
+    full, quick = get_profile("full"), get_profile("quick")
+    assert full.suite_items == 100 and quick.suite_items == 0  # CI never pays for it
+    assert lesson_profile("01", full).suite_items == 100
+    assert all(lesson_profile(n, full).suite_items == 0 for n in ("02", "03", "06", "07"))
+    assert Suite.from_profile(quick).published is None
+    sized = Suite.from_profile(profile_with(suite_items=3)).published
+    assert {t: len(items) for t, items in sized.items()} == {t: 3 for t in SUITE_TASKS}
+    with pytest.raises(ValueError, match="suite_items"):
+        profile_with(suite_items=101)
+
+
+def test_a_suite_without_published_items_keeps_its_digest(small_profile):
+    import hashlib
+    from dataclasses import asdict
+
+    from tutorial_lib.baseline import Suite
+
+    plain = Suite.from_profile(small_profile)
+    fields = {k: v for k, v in asdict(plain).items() if k != "published"}
+    old = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    assert plain.digest() == old[:16]  # sweep caches keyed before the suite existed still match
+
+
+def test_evaluate_suite_scores_the_published_items(tiny, published_data, profile_with):
+    from tutorial_lib.baseline import Suite, evaluate_suite
+
+    model, tokenizer = tiny
+    ev = evaluate_suite(model, tokenizer, Suite.from_profile(profile_with(suite_items=2)), 4)
+    assert set(ev.suite) == set(SUITE_TASKS)
+    summary = ev.summary()
+    assert summary["suite_n_items"] == {t: 2 for t in SUITE_TASKS}
+    assert summary["suite_composite"] == suite.composite(ev.suite)

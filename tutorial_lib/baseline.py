@@ -24,6 +24,7 @@ class Suite:
     probe: list[dict]
     domain: list[dict]
     general: list[dict]
+    published: dict[str, list[dict]] | None = None  # task -> published-suite items (`suite`)
 
     @classmethod
     def from_profile(cls, profile: Profile, task: str = data.TASKS[0]) -> Suite:
@@ -32,6 +33,7 @@ class Suite:
             probe=data.load_probe(limit=profile.probe_items),
             domain=data.load_domain_eval(facts=profile.domain_facts, task=task),
             general=data.load_general_text(limit=profile.general_items),
+            published=_published_items(profile),
         )
 
     def subset(self, probe_items: int, general_items: int) -> Suite:
@@ -45,13 +47,18 @@ class Suite:
 
     def digest(self) -> str:
         """A short hash of every item: two suites with the same digest ask the same questions."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        fields = asdict(self)
+        if not fields["published"]:  # a suite without them hashes as before they existed
+            del fields["published"]
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
     """Evaluate on a suite; a peft model is measured with its adapters as they are."""
-    return evaluate_model(model, tokenizer, suite.probe, suite.domain, suite.general, batch_size)
+    return evaluate_model(
+        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, suite.published
+    )
 
 
 def evaluate_base(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
@@ -121,6 +128,8 @@ class Baseline:
         """What of this baseline changes a run's numbers: sizes, model, task, the suites' items,
         the data files. Not the profile's name, nor the measured numbers (they follow)."""
         sizes = {k: v for k, v in asdict(self.profile).items() if k != "name"}
+        if sizes.get("suite_items") == 0:  # no suite: the same key as before the field existed
+            del sizes["suite_items"]
         mid = self.trajectory_suite.digest() if self.trajectory_suite is not None else None
         return {
             "profile": sizes,
@@ -130,6 +139,15 @@ class Baseline:
             "trajectory_suite": mid,
             "data": data_digest(),
         }
+
+
+def _published_items(profile: Profile) -> dict[str, list[dict]] | None:
+    """The profile's published-suite items (None when it asks for none; fetched if needed)."""
+    if profile.suite_items == 0:
+        return None
+    from tutorial_lib.suite import load_suite
+
+    return load_suite(profile.suite_items)
 
 
 def data_digest() -> str:

@@ -23,11 +23,14 @@ class Profile:
     general_items: int | None  # general-text passages for cross-entropy (None = all)
     eval_batch_size: int = 32  # sequences per evaluation forward pass
     replay_items: int | None = None  # replay passages used to estimate EWC's Fisher (None = all)
+    suite_items: int | None = 0  # published-suite items per task (None = all 100; 0 = none)
 
     def __post_init__(self) -> None:
         for field in ("train_steps", "batch_size", "max_length", "eval_batch_size"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"Profile.{field} must be > 0, got {getattr(self, field)}")
+        if self.suite_items is not None and not 0 <= self.suite_items <= 100:
+            raise ValueError(f"Profile.suite_items must be 0..100 or None, got {self.suite_items}")
 
     def with_overrides(self, **changes: object) -> Profile:
         """Return a copy with some sizes changed (e.g. more steps for one experiment)."""
@@ -58,6 +61,7 @@ PROFILES: dict[str, Profile] = {
         probe_items=None,
         domain_facts=None,
         general_items=None,
+        suite_items=100,  # the published suite: 100 items of each of 5 tasks, before and after
     ),
 }
 
@@ -85,7 +89,9 @@ METHOD_LESSON_QUICK = dict(
     domain_facts=1, train_steps=2, batch_size=2, probe_items=8, general_items=1
 )
 METHOD_LESSON: Budget = {
-    "full": dict(domain_facts=14, train_steps=28, probe_items=120, general_items=16),  # 4 passes
+    "full": dict(  # 4 passes; the published suite is not scored (fast probe only)
+        domain_facts=14, train_steps=28, probe_items=120, general_items=16, suite_items=0
+    ),
     "quick": METHOD_LESSON_QUICK,
 }
 
@@ -96,14 +102,16 @@ LESSON_BUDGETS: dict[str, Budget] = {
         "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
     },
     "02": {
-        "full": dict(domain_facts=14, train_steps=28, general_items=32, replay_items=48),
+        "full": dict(
+            domain_facts=14, train_steps=28, general_items=32, replay_items=48, suite_items=0
+        ),
         "quick": {**METHOD_LESSON_QUICK, "probe_items": 16, "general_items": 2, "replay_items": 2},
     },
     "03": METHOD_LESSON,
     "04": METHOD_LESSON,
     "05": METHOD_LESSON,
     "06": {  # all 360 probe items and lesson 02's passages: QLoRA's change is measured as 02's
-        "full": dict(domain_facts=14, train_steps=28, general_items=32),
+        "full": dict(domain_facts=14, train_steps=28, general_items=32, suite_items=0),
         "quick": METHOD_LESSON_QUICK,
     },
     "07": METHOD_LESSON,

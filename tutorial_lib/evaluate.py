@@ -169,6 +169,7 @@ class Evaluation:
     probe: ChoiceResult
     domain: ChoiceResult
     general_ce: float
+    suite: dict[str, ChoiceResult] | None = None  # published tasks (`tutorial_lib.suite`)
 
     def summary(self) -> dict:
         """The metric names every lesson and the CLI use (see design notes, Metrics)."""
@@ -185,6 +186,17 @@ class Evaluation:
             "domain_mean_logprob": self.domain.mean_logprob,
             "domain_n_items": len(self.domain.ids),
             "general_ce": self.general_ce,
+            **(self._suite_summary() if self.suite else {}),
+        }
+
+    def _suite_summary(self) -> dict:
+        from tutorial_lib.suite import composite
+
+        return {
+            "suite_accuracy": {t: r.accuracy for t, r in self.suite.items()},
+            "suite_accuracy_norm": {t: r.accuracy_norm for t, r in self.suite.items()},
+            "suite_n_items": {t: len(r.ids) for t, r in self.suite.items()},
+            "suite_composite": composite(self.suite),
         }
 
     def report(self) -> str:
@@ -197,13 +209,22 @@ class Evaluation:
         )
 
 
-def evaluate_model(model, tokenizer, probe, domain, general, batch_size: int = 32) -> Evaluation:
-    """Probe, domain and general-text scores of the model as it is now."""
+def evaluate_model(
+    model, tokenizer, probe, domain, general, batch_size: int = 32, published=None
+) -> Evaluation:
+    """Probe, domain and general-text scores of the model as it is now; and the published
+    suite's tasks when `published` (task -> items, `suite.load_suite`) is given."""
     with stopwatch.timed("evaluation"):
+        suite = None
+        if published:
+            from tutorial_lib.suite import evaluate_published
+
+            suite = evaluate_published(model, tokenizer, published, batch_size)
         return Evaluation(
             probe=evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE),
             domain=evaluate_choices(model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE),
             general_ce=general_cross_entropy(model, tokenizer, general, batch_size // 2 or 1),
+            suite=suite,
         )
 
 

@@ -7,7 +7,7 @@ is the `run` that `sweeps.run_sweep` calls once per config, and that its cache i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tutorial_lib import data
@@ -234,7 +234,8 @@ def trajectory_recorder(spec: RunSpec, steps: int, baseline: Baseline, tokenizer
     def measure(step: int, trained) -> None:
         if step in spec.eval_at and step < steps:
             with quiet_progress():  # the training bar is already showing
-                now = evaluate_suite(trained, tokenizer, mid or baseline.suite, batch)
+                fast = mid or replace(baseline.suite, published=None)  # mid-run: no suite
+                now = evaluate_suite(trained, tokenizer, fast, batch)
             subset_before = baseline.trajectory_before if mid is not None else None
             points.append(trajectory_point(step, baseline.before, now, subset_before))
 
