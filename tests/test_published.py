@@ -240,3 +240,32 @@ def test_evaluate_suite_scores_the_published_items(tiny, published_data, profile
     summary = ev.summary()
     assert summary["suite_n_items"] == {t: 2 for t in SUITE_TASKS}
     assert summary["suite_composite"] == suite.composite(ev.suite)
+
+
+def test_run_report_prints_one_line_per_task():
+    from tutorial_lib.suite import suite_report_lines
+
+    s = {
+        "suite_accuracy_before": {"piqa": 0.64},
+        "suite_accuracy_after": {"piqa": 0.6},
+        "suite_chance": {"piqa": 0.5},
+        "suite_lost": {"piqa": 7},
+        "suite_gained": {"piqa": 3},
+        "suite_n_items": {"piqa": 100},
+        "suite_composite_before": None,
+    }
+    assert suite_report_lines(s) == [
+        "suite piqa       0.640 -> 0.600  (chance 0.500; lost 7, gained 3 of 100)"
+    ]
+    assert suite_report_lines({}) == []  # a summary from before the suite existed
+
+
+def test_train_takes_suite_items():
+    from tutorial_lib.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--method", "lora", "--suite-items", "20"]).suite_items == 20
+    assert parser.parse_args(["train", "--method", "lora"]).suite_items is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--method", "lora", "--suite-items", "101"])
+    assert parser.parse_args(["fetch-suite"]).command == "fetch-suite"

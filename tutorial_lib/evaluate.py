@@ -311,6 +311,12 @@ def side_by_side(
     return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})
 
 
+def _suite_lines(s: dict) -> list[str]:
+    from tutorial_lib.suite import suite_report_lines
+
+    return suite_report_lines(s)
+
+
 def run_report(s: dict, task: str) -> str:
     """A run's before/after as `tutorial-lib train` prints it, from `ExperimentResult.summary()`."""
     options = "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
@@ -327,6 +333,7 @@ def run_report(s: dict, task: str) -> str:
             f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
             f"  (retention {s['retention']:.3f})",
             f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}",
+            *_suite_lines(s),
             f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s",
             f"peak memory      {mib(s['peak_memory_bytes']):.0f} MiB;"
             f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",

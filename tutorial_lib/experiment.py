@@ -27,6 +27,7 @@ from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import load_base_model
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
+from tutorial_lib.suite import suite_summary
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
 __all__ = [  # with names re-exported from where they now live, for earlier notebooks
@@ -112,6 +113,7 @@ class ExperimentResult:
             "seed": self.spec.seed if self.spec else None,
             "train_on": self.spec.train_on if self.spec else "domain",
             "spec": self.spec.to_dict() if self.spec else None,
+            **suite_summary(self.before.suite, self.after.suite),
         }
 
 

