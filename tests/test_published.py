@@ -255,7 +255,7 @@ def test_run_report_prints_one_line_per_task():
         "suite_composite_before": None,
     }
     assert suite_report_lines(s) == [
-        "suite piqa       0.640 -> 0.600  (chance 0.500; lost 7, gained 3 of 100)"
+        "suite piqa          0.640 -> 0.600  (chance 0.500; lost 7, gained 3 of 100)"
     ]
     assert suite_report_lines({}) == []  # a summary from before the suite existed
 
@@ -269,3 +269,16 @@ def test_train_takes_suite_items():
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--method", "lora", "--suite-items", "101"])
     assert parser.parse_args(["fetch-suite"]).command == "fetch-suite"
+
+
+def test_a_run_reports_the_suite(tiny_folder, published_data, profile_with):
+    from tutorial_lib.baseline import Baseline
+    from tutorial_lib.experiment import run_experiment
+
+    result = run_experiment("lora", Baseline(profile_with(suite_items=2), tiny_folder), steps=1)
+    s = result.summary()
+    assert s["suite_n_items"] == {t: 2 for t in SUITE_TASKS}
+    assert set(s["suite_lost"]) == set(s["suite_gained"]) == set(SUITE_TASKS)
+    assert s["suite_composite_before"] == suite.composite(result.before.suite)
+    report = result.report()
+    assert sum(line.startswith("suite ") for line in report.splitlines()) == len(SUITE_TASKS) + 1

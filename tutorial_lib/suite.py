@@ -189,14 +189,14 @@ def suite_summary(before: dict | None, after: dict | None) -> dict:
 def suite_report_lines(s: dict) -> list[str]:
     """One line per measured task for `run_report`, then the composite."""
     lines = [
-        f"suite {t:<10} {s['suite_accuracy_before'][t]:.3f} -> {s['suite_accuracy_after'][t]:.3f}"
+        f"suite {t:<13} {s['suite_accuracy_before'][t]:.3f} -> {s['suite_accuracy_after'][t]:.3f}"
         f"  (chance {s['suite_chance'][t]:.3f}; lost {s['suite_lost'][t]},"
         f" gained {s['suite_gained'][t]} of {s['suite_n_items'][t]})"
         for t in s.get("suite_accuracy_before") or {}
     ]
     if s.get("suite_composite_before") is not None:
         lines.append(
-            f"suite composite  {s['suite_composite_before']:.3f} -> {s['suite_composite_after']:.3f}"
+            f"suite composite     {s['suite_composite_before']:.3f} -> {s['suite_composite_after']:.3f}"
             "  (HellaSwag, ARC-Challenge, WinoGrande)"
         )
     return lines
