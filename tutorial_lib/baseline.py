@@ -25,6 +25,7 @@ class Suite:
     probe: list[dict]
     domain: list[dict]
     general: list[dict]
+    published: dict[str, list[dict]] | None = None  # task -> published-suite items (`suite`)
 
     @classmethod
     def from_profile(cls, profile: Profile, task: str = data.TASKS[0]) -> Suite:
@@ -33,6 +34,7 @@ class Suite:
             probe=data.load_probe(limit=profile.probe_items),
             domain=data.load_domain_eval(facts=profile.domain_facts, task=task),
             general=data.load_general_text(limit=profile.general_items),
+            published=_published_items(profile),
         )
 
     def subset(self, probe_items: int, general_items: int) -> Suite:
@@ -46,7 +48,10 @@ class Suite:
 
     def digest(self) -> str:
         """A short hash of every item: two suites with the same digest ask the same questions."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        fields = asdict(self)
+        if not fields["published"]:  # a suite without them hashes as before they existed
+            del fields["published"]
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -60,7 +65,15 @@ def evaluate_suite(
 ) -> Evaluation:
     """Evaluate on a suite; a peft model is measured with its adapters as they are. With the
     base's log-probabilities on the suite's first passages, KL(base ‖ model) is measured too;
-    `recall` adds greedy recall and the recognition control (mid-run points leave them out)."""
+    `recall` adds greedy recall and the recognition control (mid-run points leave them out);
+    the published suite is scored when the profile asks for it."""
+    published = None
+    if suite.published:
+        from tutorial_lib import stopwatch
+        from tutorial_lib.suite_eval import evaluate_published
+
+        with stopwatch.timed("evaluation"):
+            published = evaluate_published(model, tokenizer, suite.published, batch_size)
     return evaluate_model(
         model,
         tokenizer,
@@ -70,6 +83,7 @@ def evaluate_suite(
         batch_size,
         base_logprobs,
         recall=recall,
+        published=published,
     )
 
 
@@ -159,6 +173,8 @@ class Baseline:
         """What of this baseline changes a run's numbers: sizes, model, task, the suites' items,
         the data files. Not the profile's name, nor the measured numbers (they follow)."""
         sizes = {k: v for k, v in asdict(self.profile).items() if k != "name"}
+        if sizes.get("suite_items") == 0:  # no suite: the same key as before the field existed
+            del sizes["suite_items"]
         mid = self.trajectory_suite.digest() if self.trajectory_suite is not None else None
         return {
             "profile": sizes,
@@ -170,11 +186,22 @@ class Baseline:
         }
 
 
+def _published_items(profile: Profile) -> dict[str, list[dict]] | None:
+    """The profile's published-suite items (None when it asks for none; fetched if needed)."""
+    if profile.suite_items == 0:
+        return None
+    from tutorial_lib.suite import load_suite
+
+    return load_suite(profile.suite_items)
+
+
 def data_digest() -> str:
     """A short hash of every data file (`data.data_dir()`): edited data means new runs."""
     folder = data.data_dir()
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md"):
+    # the published suite's selection counts through Suite.digest, only where a run scores it
+    files = (p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md")
+    for path in sorted(p for p in files if p.name != "suite_items.json"):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

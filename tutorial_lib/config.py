@@ -26,6 +26,7 @@ class Profile:
     # general passages KL(base ‖ tuned) is measured on (None = all, 0 = none): the base's fp16
     # log-probabilities are held for them, positions x 49,152 x 2 B (16 passages: 173 MiB)
     kl_passages: int | None = 16
+    suite_items: int | None = 0  # published-suite items per task (None = all 100; 0 = none)
 
     def __post_init__(self) -> None:
         for field in ("train_steps", "batch_size", "max_length", "eval_batch_size"):
@@ -33,6 +34,8 @@ class Profile:
                 raise ValueError(f"Profile.{field} must be > 0, got {getattr(self, field)}")
         if self.kl_passages is not None and self.kl_passages < 0:
             raise ValueError(f"Profile.kl_passages must be >= 0 or None, got {self.kl_passages}")
+        if self.suite_items is not None and not 0 <= self.suite_items <= 100:
+            raise ValueError(f"Profile.suite_items must be 0..100 or None, got {self.suite_items}")
 
     def with_overrides(self, **changes: object) -> Profile:
         """Return a copy with some sizes changed (e.g. more steps for one experiment)."""
@@ -65,6 +68,7 @@ PROFILES: dict[str, Profile] = {
         domain_facts=None,
         general_items=None,
         kl_passages=16,
+        suite_items=100,  # the published suite: 100 items of each of 5 tasks, before and after
     ),
 }
 
@@ -92,7 +96,9 @@ METHOD_LESSON_QUICK = dict(
     domain_facts=1, train_steps=2, batch_size=2, probe_items=8, general_items=1
 )
 METHOD_LESSON: Budget = {
-    "full": dict(domain_facts=14, train_steps=28, probe_items=120, general_items=16),  # 4 passes
+    "full": dict(  # 4 passes; the published suite is not scored (fast probe only)
+        domain_facts=14, train_steps=28, probe_items=120, general_items=16, suite_items=0
+    ),
     "quick": METHOD_LESSON_QUICK,
 }
 
@@ -103,14 +109,16 @@ LESSON_BUDGETS: dict[str, Budget] = {
         "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
     },
     "02": {
-        "full": dict(domain_facts=14, train_steps=28, general_items=32, replay_items=48),
+        "full": dict(
+            domain_facts=14, train_steps=28, general_items=32, replay_items=48, suite_items=0
+        ),
         "quick": {**METHOD_LESSON_QUICK, "probe_items": 16, "general_items": 2, "replay_items": 2},
     },
     "03": METHOD_LESSON,
     "04": METHOD_LESSON,
     "05": METHOD_LESSON,
     "06": {  # all 360 probe items and lesson 02's passages: QLoRA's change is measured as 02's
-        "full": dict(domain_facts=14, train_steps=28, general_items=32),
+        "full": dict(domain_facts=14, train_steps=28, general_items=32, suite_items=0),
         "quick": METHOD_LESSON_QUICK,
     },
     "07": METHOD_LESSON,

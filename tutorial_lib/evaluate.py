@@ -178,6 +178,7 @@ class Evaluation:
     general_passages: PassageScores | None = None  # per passage: CE, tokens, KL to the base
     recall: RecallResult | None = None  # greedy replies to the domain items (`recall`)
     control: ChoiceResult | None = None  # domain choices after an unrelated question
+    suite: dict[str, ChoiceResult] | None = None  # published tasks (`tutorial_lib.suite`)
 
     def summary(self) -> dict:
         """The metric names every lesson and the CLI use (see design notes, Metrics)."""
@@ -195,6 +196,17 @@ class Evaluation:
             "domain_n_items": len(self.domain.ids),
             "general_ce": self.general_ce,
             **self._recall_summary(),
+            **(self._suite_summary() if self.suite else {}),
+        }
+
+    def _suite_summary(self) -> dict:
+        from tutorial_lib.suite import composite
+
+        return {
+            "suite_accuracy": {t: r.accuracy for t, r in self.suite.items()},
+            "suite_accuracy_norm": {t: r.accuracy_norm for t, r in self.suite.items()},
+            "suite_n_items": {t: len(r.ids) for t, r in self.suite.items()},
+            "suite_composite": composite(self.suite),
         }
 
     def _recall_summary(self) -> dict:
@@ -235,11 +247,14 @@ def evaluate_model(
     batch_size: int = 32,
     base_logprobs: BaseLogprobs | None = None,
     recall: bool = True,
+    published=None,
 ) -> Evaluation:
     """Probe, domain and general-text scores of the model as it is now; general text per
     passage (its mean is `general_cross_entropy`'s, to the last digit), and KL(base ‖ model)
     when the base's log-probabilities are given (`general_text.capture_base`); with `recall`,
-    also greedy recall of the domain items and MC accuracy under the recognition control."""
+    also greedy recall of the domain items and MC accuracy under the recognition control.
+    `published` (task -> its `ChoiceResult`s, scored by `suite_eval.evaluate_published`, which
+    imports this module) is kept as the evaluation's suite."""
     from tutorial_lib import recall as recall_lib  # it builds on this module
 
     with stopwatch.timed("evaluation"):
@@ -259,6 +274,7 @@ def evaluate_model(
             control=recall_lib.evaluate_control(model, tokenizer, domain, batch_size)
             if recall
             else None,
+            suite=published,
         )
 
 
@@ -425,6 +441,12 @@ def _paired_lines(s: dict) -> list[str]:
     ]
 
 
+def _suite_lines(s: dict) -> list[str]:
+    from tutorial_lib.suite import suite_report_lines
+
+    return suite_report_lines(s)
+
+
 def run_report(s: dict, task: str) -> str:
     """A run's before/after as `tutorial-lib train` prints it, from `ExperimentResult.summary()`."""
     options = "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
@@ -446,6 +468,7 @@ def run_report(s: dict, task: str) -> str:
             f"  (retention {s['retention']:.3f}"
             + (RETENTION_MEANING if "probe_lost" in s else "")
             + ")",
+            *_suite_lines(s),
             f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s",
             f"peak memory      {mib(s['peak_memory_bytes']):.0f} MiB;"
             f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",

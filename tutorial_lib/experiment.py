@@ -7,7 +7,7 @@ is the `run` that `sweeps.run_sweep` calls once per config, and that its cache i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tutorial_lib import data
@@ -28,6 +28,7 @@ from tutorial_lib.models import load_base_model
 from tutorial_lib.recall import recall_change
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
+from tutorial_lib.suite import suite_summary
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
 __all__ = [  # with names re-exported from where they now live, for earlier notebooks
@@ -132,6 +133,7 @@ class ExperimentResult:
             "train_on": self.spec.train_on if self.spec else "domain",
             "spec": self.spec.to_dict() if self.spec else None,
             **recall_change(self.before, self.after),  # empty when recall was not measured
+            **suite_summary(self.before.suite, self.after.suite),
         }
 
 
@@ -254,7 +256,8 @@ def trajectory_recorder(spec: RunSpec, steps: int, baseline: Baseline, tokenizer
     def measure(step: int, trained) -> None:
         if step in spec.eval_at and step < steps:
             with quiet_progress():  # the training bar is already showing
-                now = evaluate_suite(trained, tokenizer, mid or baseline.suite, batch, recall=False)
+                fast = mid or replace(baseline.suite, published=None)  # mid-run: no suite
+                now = evaluate_suite(trained, tokenizer, fast, batch, recall=False)
             subset_before = baseline.trajectory_before if mid is not None else None
             points.append(trajectory_point(step, baseline.before, now, subset_before))
 

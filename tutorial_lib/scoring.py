@@ -231,3 +231,21 @@ def score_choices(
         for i in rest:
             results[i] = [next(flat) for _ in groups[i][1]]
     return results
+
+
+def score_contexts(
+    model,
+    tokenizer,
+    groups: list[tuple[list[str], str]],
+    batch_size: int = 32,
+    desc: str = "scoring",
+) -> list[list[tuple[float, int]]]:
+    """For (contexts, continuation) groups: the one continuation scored after each context, the
+    way lm-evaluation-harness scores WinoGrande (partial scoring: the options differ in the
+    context, the rest of the sentence is what is scored). Each is `score_continuations`'s
+    (summed log-prob, token count)."""
+    requests = [
+        (context, continuation) for contexts, continuation in groups for context in contexts
+    ]
+    flat = iter(score_continuations(model, tokenizer, requests, batch_size, desc))
+    return [[next(flat) for _ in contexts] for contexts, _ in groups]
