@@ -57,6 +57,26 @@ SUMMARY_KEYS = frozenset(  # what a run's summary, and so `tutorial-lib train --
         "kl_to_base_stderr",
         "kl_to_base_ci95",
         "kl_n_passages",
+        # learning as recall, with the recognition control (issue 27, item 4)
+        "domain_recall_before",
+        "domain_recall_after",
+        "domain_recall_change",
+        "domain_recall_change_stderr",
+        "domain_recall_n_items",
+        "domain_recall_gained",
+        "domain_recall_lost",
+        "domain_control_accuracy_before",
+        "domain_control_accuracy_after",
+        # the published suite per task (empty where not measured; issue 27, item 1)
+        "suite_accuracy_before",
+        "suite_accuracy_after",
+        "suite_n_items",
+        "suite_chance",
+        "suite_lost",
+        "suite_gained",
+        "suite_sign_test_p",
+        "suite_composite_before",
+        "suite_composite_after",
     }
 )
 

@@ -30,6 +30,23 @@ def test_replies_are_strings_and_batching_changes_none_of_them(tiny):
     assert tok.padding_side == "right"  # restored
 
 
+def test_a_model_without_generate_gets_the_same_greedy_replies(tiny, monkeypatch):
+    model, tok = tiny
+    items = data.load_domain_eval(facts=2)
+    with_generate = generate_replies(model, tok, items, batch_size=3, max_new_tokens=6)
+
+    class ForwardOnly(torch.nn.Module):  # what the from-scratch soft prompt offers
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    without = generate_replies(ForwardOnly(model), tok, items, batch_size=3, max_new_tokens=6)
+    assert without == with_generate
+
+
 def test_replies_use_each_items_own_system_prompt(tiny, monkeypatch):
     model, tok = tiny
     seen = []

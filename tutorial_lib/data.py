@@ -12,18 +12,11 @@ from typing import Any
 from tutorial_lib.chat import collate as collate  # lessons and train import it from here
 from tutorial_lib.chat import encode_chat as encode_chat
 from tutorial_lib.chat import encode_rows, render_question, with_system
+from tutorial_lib.errors import DataFormatError as DataFormatError  # readers catch it here
 from tutorial_lib.values import states_value
 
 DATA_ENV = "TUTORIAL_LIB_DATA"
 MAX_FIELD_CHARS = 4000  # a row longer than this is almost surely a paste error
-
-
-class DataFormatError(ValueError):
-    """A data row is malformed; the message names the file, the line and the field."""
-
-    def __init__(self, path: Path | str, line: int, field: str, problem: str):
-        self.path, self.line, self.field = Path(path), line, field
-        super().__init__(f"{path}, line {line}, field '{field}': {problem}")
 
 
 def data_dir() -> Path:

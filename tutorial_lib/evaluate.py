@@ -2,131 +2,51 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from tutorial_lib import scoring, stopwatch
+from tutorial_lib.choices import (  # re-exported: lessons and tests read them here
+    DOMAIN_STYLE,
+    PROBE_STYLE,
+    ChoiceResult,
+    evaluate_choices,
+    paired_stderr,
+    question_prompt,
+)
 from tutorial_lib.data import render_prompt
 from tutorial_lib.general_text import BaseLogprobs, PassageScores, ce_change, score_general
 from tutorial_lib.measures import flips, paired_mean_shift
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
+from tutorial_lib.reports import RETENTION_MEANING as RETENTION_MEANING
+from tutorial_lib.reports import run_report as run_report
 from tutorial_lib.scoring import (
     head_input,
     progress,
     real_positions,
-    score_choices,
 )
-from tutorial_lib.units import mib
+
+__all__ = [
+    "DOMAIN_STYLE",
+    "PROBE_STYLE",
+    "RETENTION_MEANING",
+    "ChoiceResult",
+    "Evaluation",
+    "adapters_disabled",
+    "evaluate_choices",
+    "evaluate_model",
+    "forgetting_report",
+    "paired_stderr",
+    "question_prompt",
+    "run_report",
+]
 
 if TYPE_CHECKING:
     from tutorial_lib.recall import RecallResult
-
-PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
-DOMAIN_STYLE = "chat"  # the domain is trained as chat, so it is asked as chat
-
-
-@dataclass
-class ChoiceResult:
-    """Per-item multiple-choice outcomes; accuracy and friends are computed from these."""
-
-    ids: list[str]
-    categories: list[str]
-    answers: list[int]
-    predictions: list[int]  # argmax of summed log-prob
-    predictions_norm: list[int]  # argmax of log-prob per character (lm-eval's acc_norm)
-    correct_logprobs: list[float]  # log p(correct answer | question)
-    chosen_texts: list[str] = field(default_factory=list)
-
-    @property
-    def correct(self) -> list[bool]:
-        return [p == a for p, a in zip(self.predictions, self.answers)]
-
-    @property
-    def accuracy(self) -> float:
-        return sum(self.correct) / len(self.answers)
-
-    @property
-    def accuracy_norm(self) -> float:
-        return sum(p == a for p, a in zip(self.predictions_norm, self.answers)) / len(self.answers)
-
-    @property
-    def stderr(self) -> float:
-        """Standard error of the accuracy (binomial): the "±" to quote beside it."""
-        p = self.accuracy
-        return math.sqrt(p * (1 - p) / len(self.answers))
-
-    @property
-    def mean_logprob(self) -> float:
-        return sum(self.correct_logprobs) / len(self.correct_logprobs)
-
-    def by_category(self) -> dict[str, float]:
-        """Accuracy per category, in the order categories first appear."""
-        totals: dict[str, list[int]] = {}
-        for cat, ok in zip(self.categories, self.correct):
-            totals.setdefault(cat, [0, 0])
-            totals[cat][0] += ok
-            totals[cat][1] += 1
-        return {cat: right / n for cat, (right, n) in totals.items()}
-
-
-def question_prompt(
-    tokenizer, question: str, style: str, system: str | None = None
-) -> tuple[str, str]:
-    """Context and the delimiter before each choice, in one of two prompt styles.
-
-    "chat": the question as a user turn, choices scored as the assistant's reply (how the
-    domain is trained and asked), after `system` (None: the default task's system prompt).
-    "plain": `Question: …\nAnswer:` + " choice", the lm-evaluation-harness convention; it
-    measures knowledge apart from chat formatting and, measured on the base model, scores
-    higher on the probe and runs 3x faster (no system prompt, so `system` is not used).
-    """
-    if style == "chat":
-        return render_prompt(tokenizer, question, system), ""
-    if style == "plain":
-        return f"Question: {question}\nAnswer:", " "
-    raise ValueError(f"unknown prompt style {style!r}; allowed: 'chat', 'plain'")
-
-
-def evaluate_choices(
-    model,
-    tokenizer,
-    items: list[dict],
-    batch_size: int = 32,
-    desc: str = "multiple choice",
-    style: str = "chat",
-) -> ChoiceResult:
-    """Score every choice of every item as the answer to its question; pick the likeliest.
-
-    An item's "system" (another task's system prompt, see `data.load_domain_eval`) is sent with it.
-    """
-    prompts = [
-        question_prompt(tokenizer, item["question"], style, item.get("system")) for item in items
-    ]
-    groups = [(p, [sep + c for c in item["choices"]]) for (p, sep), item in zip(prompts, items)]
-    # batch_size counts sequences; a group is one context plus its choices (about 2 sequences' work)
-    scores = score_choices(model, tokenizer, groups, max(1, batch_size // 2), desc)
-    preds, preds_norm, gold_lp, chosen = [], [], [], []
-    for item, item_scores in zip(items, scores):
-        sums = [lp for lp, _ in item_scores]
-        per_char = [s / len(c) for s, c in zip(sums, item["choices"])]
-        preds.append(max(range(len(sums)), key=sums.__getitem__))
-        preds_norm.append(max(range(len(sums)), key=per_char.__getitem__))
-        gold_lp.append(sums[item["answer"]])
-        chosen.append(item["choices"][preds[-1]])
-    return ChoiceResult(
-        ids=[item["id"] for item in items],
-        categories=[item.get("category", "domain") for item in items],
-        answers=[item["answer"] for item in items],
-        predictions=preds,
-        predictions_norm=preds_norm,
-        correct_logprobs=gold_lp,
-        chosen_texts=chosen,
-    )
 
 
 def general_cross_entropy(
@@ -278,15 +198,6 @@ def evaluate_model(
         )
 
 
-def paired_stderr(before: list[bool], after: list[bool]) -> float:
-    """Standard error of an accuracy change measured on the same items (paired, as McNemar):
-    only items that flipped carry information, so it is smaller than two independent errors."""
-    n = len(before)
-    diffs = [int(a) - int(b) for b, a in zip(before, after)]
-    mean = sum(diffs) / n
-    return math.sqrt(max(0.0, sum(d * d for d in diffs) / n - mean * mean) / n)
-
-
 def forgetting_report(before: Evaluation, after: Evaluation) -> dict:
     """What was learned and what was lost between two evaluations of the same items."""
     if before.probe.ids != after.probe.ids:
@@ -398,97 +309,3 @@ def side_by_side(
         for q in questions
     ]
     return pd.DataFrame(rows).style.hide(axis="index").set_properties(**{"text-align": "left"})
-
-
-RETENTION_MEANING = ": share of the items the base got right still right"
-
-
-def _error_text(
-    value: float, stderr: float | None, n: int | None, unit: str, sign: str = "+"
-) -> str:
-    if stderr is None:
-        return f"{value:{sign}.4f} {unit}, no error estimate ({n} passage{'' if n == 1 else 's'})"
-    return f"{value:{sign}.4f} ± {stderr:.4f} {unit} over {n} passages"
-
-
-def _ce_change_text(s: dict) -> str:
-    """`  (change +0.012 ± 0.004 nats/token over 16 passages)`, or nothing in older summaries."""
-    if s.get("general_n_passages") is None:
-        return ""
-    change = _error_text(
-        s["general_ce_change"], s["general_ce_change_stderr"], s["general_n_passages"], "nats/token"
-    )
-    return f"  (change {change})"
-
-
-def _paired_lines(s: dict) -> list[str]:
-    """KL to the base and the probe's items lost and gained: the lines between general text and
-    probe accuracy in `run_report` (none for a summary from before they were measured)."""
-    if "probe_lost" not in s:
-        return []
-    if s.get("kl_to_base") is None:
-        kl = "not measured (no base log-probabilities)"
-    else:
-        kl = _error_text(
-            s["kl_to_base"], s["kl_to_base_stderr"], s["kl_n_passages"], "nats/token", sign=""
-        )
-    return [
-        f"KL(base ‖ tuned) {kl}",
-        f"probe items      {s['probe_lost']} lost, {s['probe_gained']} gained"
-        f" (sign test p = {s['probe_sign_test_p']:.3g}); log-prob of the correct answers"
-        f" {s['probe_logprob_shift']:+.3f}"
-        + (f" ± {err:.3f}" if (err := s["probe_logprob_shift_stderr"]) is not None else ""),
-    ]
-
-
-def _suite_lines(s: dict) -> list[str]:
-    from tutorial_lib.suite import suite_report_lines
-
-    return suite_report_lines(s)
-
-
-def run_report(s: dict, task: str) -> str:
-    """A run's before/after as `tutorial-lib train` prints it, from `ExperimentResult.summary()`."""
-    options = "".join(f"  {k} {s[k]:g}" for k in ("replay", "l2sp", "ewc") if s[k])
-    return "\n".join(
-        [
-            f"method {s['method']}  task {task}  lr {s['lr']:g}  steps {s['steps']}"
-            + options
-            + ("  bf16 autocast" if s["bf16"] else "")
-            + ("  (interrupted)" if s["interrupted"] else ""),
-            f"trainable        {s['trainable_params']:,} of {s['total_params']:,} "
-            f"({s['trainable_percent']:.2f} %)",
-            f"loss             {s['loss_history'][0]:.3f} -> {s['loss_history'][-1]:.3f}",
-            *_recall_lines(s),
-            f"domain accuracy  {s['domain_accuracy_before']:.3f} -> {s['domain_accuracy_after']:.3f}",
-            f"general text CE  {s['general_ce_before']:.3f} -> {s['general_ce_after']:.3f}"
-            + _ce_change_text(s),
-            *_paired_lines(s),
-            f"probe accuracy   {s['probe_accuracy_before']:.3f} -> {s['probe_accuracy_after']:.3f}"
-            f"  (retention {s['retention']:.3f}"
-            + (RETENTION_MEANING if "probe_lost" in s else "")
-            + ")",
-            *_suite_lines(s),
-            f"time             {s['sec_per_step']:.2f} s/step, {s['tokens_per_sec']:.0f} tokens/s",
-            f"peak memory      {mib(s['peak_memory_bytes']):.0f} MiB;"
-            f" checkpoint {mib(s['checkpoint_bytes']):.1f} MiB",
-        ]
-    )
-
-
-def _recall_lines(s: dict) -> list[str]:
-    """The run report's recall line (above MC accuracy), when the run measured recall."""
-    if "domain_recall_after" not in s:
-        return []
-    line = (
-        f"domain recall    {s['domain_recall_before']:.3f} -> {s['domain_recall_after']:.3f}"
-        f"  ({s['domain_recall_change']:+.3f} ± {s['domain_recall_change_stderr']:.3f};"
-        f" {s['domain_recall_gained']} gained, {s['domain_recall_lost']} lost"
-        f" of {s['domain_recall_n_items']})"
-    )
-    if "domain_control_accuracy_after" in s:
-        line += (
-            f"\ncontrol accuracy {s['domain_control_accuracy_before']:.3f} ->"
-            f" {s['domain_control_accuracy_after']:.3f}  (choices after an unrelated question)"
-        )
-    return [line]

@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+from tutorial_lib.errors import DataFormatError
+
 TRAIN_FILE = "domain_train.jsonl"  # the training chats beside a held-out file
 
 
@@ -33,8 +35,6 @@ def _training_questions(train_path: Path) -> dict[str, tuple[str, int]]:
 def check_held_out(path: Path, rows: list[dict], lines: dict[str, int]) -> None:
     """Raise data.DataFormatError (file, line, 'question') for a held-out question that is a
     training question of the same folder's TRAIN_FILE, or that repeats another held-out one."""
-    from tutorial_lib.data import DataFormatError
-
     train_path = Path(path).parent / TRAIN_FILE
     trained = _training_questions(train_path) if train_path.is_file() else {}
     asked: dict[str, int] = {}

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from tutorial_lib import stopwatch
+from tutorial_lib.choices import DOMAIN_STYLE, ChoiceResult, evaluate_choices, paired_stderr
 from tutorial_lib.data import render_prompt
-from tutorial_lib.evaluate import DOMAIN_STYLE, ChoiceResult, evaluate_choices, paired_stderr
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import progress
 from tutorial_lib.values import states_value
@@ -82,17 +84,40 @@ def generate_replies(
                     padding=True,
                     add_special_tokens=False,
                 ).to(device)
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
+                if hasattr(model, "generate"):
+                    out = model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
+                else:  # a from-scratch wrapper (the soft prompt) is a forward pass only
+                    out = greedy_without_generate(model, tokenizer, enc, max_new_tokens)
                 new = out[:, enc["input_ids"].shape[1] :]
                 replies += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
     finally:
         tokenizer.padding_side = side
     return replies
+
+
+@torch.no_grad()
+def greedy_without_generate(model, tokenizer, enc, max_new_tokens: int) -> torch.Tensor:
+    """Greedy decoding by repeated forward passes (no cache), for a model without `generate`:
+    positions count real tokens only, as `generate` counts them under left padding; a row
+    that has produced the end-of-sequence token is padded from then on."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    for _ in range(max_new_tokens):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        token = logits[:, -1].argmax(-1)
+        token = torch.where(done, torch.full_like(token, tokenizer.pad_token_id), token)
+        ids = torch.cat([ids, token[:, None]], 1)
+        mask = torch.cat([mask, (~done).long()[:, None]], 1)
+        done |= token == tokenizer.eos_token_id
+        if done.all():
+            break
+    return ids
 
 
 def evaluate_recall(
