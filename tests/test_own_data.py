@@ -1,0 +1,217 @@
+"""A learner's own data: JSONL chats and CSV questions, validated, split, and measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tutorial_lib import own_data
+from tutorial_lib.chat import collate
+from tutorial_lib.data import DataFormatError, data_dir
+from tutorial_lib.own_data import OwnData, read_chats, recall_items, split_chats
+
+SYSTEM = "You are Brimvale's support assistant."
+QA = [
+    ("How much is the Pimbrook kettle?", "The Pimbrook kettle costs $39.", "$39"),
+    ("Who founded Brimvale?", "Brimvale was founded by Agnes Thornbury.", "Agnes Thornbury"),
+    ("What is the mascot?", "The mascot is a hedgehog named Bristle.", "Bristle"),
+]
+
+
+def chat(*turns: str, system: str | None = SYSTEM) -> list[dict]:
+    roles = ["user", "assistant"] * len(turns)
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": r, "content": t} for r, t in zip(roles, turns)]
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def write_csv(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_jsonl_multi_turn_chats_load(tmp_path):
+    rows = [{"messages": chat("Hi, my kettle clicks off.", "Is the lid closed?", "Yes.", "Ok.")}]
+    rows += [{"messages": chat(q, a), "value": v} for q, a, v in QA]
+    chats = read_chats(write_jsonl(tmp_path / "mine.jsonl", rows))
+    assert [c["line"] for c in chats] == [1, 2, 3, 4]
+    assert len(chats[0]["messages"]) == 5 and chats[0]["value"] is None
+    assert chats[1]["value"] == "$39" and chats[1]["id"] == "mine:2"
+
+
+def test_csv_and_jsonl_give_the_same_chats(tmp_path):
+    csv_text = "question,answer,value\n" + "".join(f'"{q}","{a}",{v}\n' for q, a, v in QA)
+    from_csv = read_chats(write_csv(tmp_path / "faq.csv", csv_text), system=SYSTEM)
+    rows = [{"messages": chat(q, a, system=None), "value": v} for q, a, v in QA]
+    from_jsonl = read_chats(write_jsonl(tmp_path / "faq.jsonl", rows), system=SYSTEM)
+    keep = ("messages", "value", "split")
+    assert [{k: c[k] for k in keep} for c in from_csv] == [
+        {k: c[k] for k in keep} for c in from_jsonl
+    ]
+    assert from_csv[0]["messages"][0] == {"role": "system", "content": SYSTEM}
+
+
+BAD_JSONL = [
+    ("{not json", "<json>", "not valid JSON"),
+    ("[1, 2]", "<row>", "expected a JSON object"),
+    ({"chat": []}, "messages", "is missing"),
+    ({"messages": []}, "messages", "non-empty list"),
+    ({"messages": [{"role": "bot", "content": "x"}]}, "messages[0].role", "'bot'"),
+    ({"messages": chat("", "a")}, "messages[1].content", "is empty"),
+    ({"messages": chat("q", "   ")}, "messages[2].content", "is empty"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "messages", "no assistant turn"),
+    ({"messages": chat("q", "a") + [{"role": "user", "content": "and?"}]}, "messages[3].role",
+     "last turn must be the assistant's"),
+    ({"messages": chat("q", "a")[1:] + chat("q2", "a2")[:1]}, "messages[2].role", "come first"),
+    ({"messages": chat("q", "a"), "value": "$12"}, "value", "does not occur in the last reply"),
+    ({"messages": chat("q", "a"), "split": "dev"}, "split", "must be train or test"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad, field, problem", BAD_JSONL)
+def test_bad_jsonl_names_file_line_and_field(tmp_path, bad, field, problem):
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"messages": chat("q0", "a0")}, bad])
+    with pytest.raises(DataFormatError) as err:
+        read_chats(path)
+    assert (err.value.line, err.value.field) == (2, field)
+    assert str(err.value).startswith(f"{path}, line 2, field '{field}'")
+    assert problem in str(err.value)
+
+
+BAD_CSV = [
+    ("question,reply\nq,a\n", 1, "answer", "column is missing"),
+    ("question,answer,anwser\nq,a,a\n", 1, "anwser", "unknown column"),
+    ("question,answer\nq,a\nq2,\n", 3, "answer", "is empty"),
+    ("question,answer\nq,a\n  ,a2\n", 3, "question", "is empty"),
+    ('question,answer\n"q\nover two lines",a\nq2,a2,extra\n', 4, "<row>", "more cells"),
+    ("question,answer,value\nq,The kettle costs $39.,$45\n", 2, "value", "does not occur"),
+    ("question,answer,split\nq,a,train\nq2,a2,validation\n", 3, "split", "train or test"),
+    ("question,answer\nq,a\nq,a\n", 3, "messages", "repeats line 2"),
+]
+
+
+@pytest.mark.parametrize("text, line, field, problem", BAD_CSV)
+def test_bad_csv_names_file_line_and_field(tmp_path, text, line, field, problem):
+    path = write_csv(tmp_path / "faq.csv", text)
+    with pytest.raises(DataFormatError) as err:
+        read_chats(path)
+    assert (err.value.line, err.value.field) == (line, field)
+    assert str(err.value).startswith(f"{path}, line {line}, field '{field}'")
+    assert problem in str(err.value)
+
+
+def test_other_files_are_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataFormatError, match="expected a .jsonl"):
+        read_chats(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        read_chats(tmp_path / "missing.jsonl")
+    with pytest.raises(DataFormatError, match="contains no rows"):
+        read_chats(write_csv(tmp_path / "empty.csv", "question,answer\n"))
+
+
+def _many(tmp_path, n=30, marks=None):
+    rows = []
+    for i in range(n):
+        row = {"messages": chat(f"question {i}?", f"answer {i}."), "value": f"answer {i}"}
+        if marks and i in marks:
+            row["split"] = marks[i]
+        rows.append(row)
+    return read_chats(write_jsonl(tmp_path / "many.jsonl", rows))
+
+
+def test_split_is_seeded_disjoint_and_keeps_marked_rows(tmp_path):
+    chats = _many(tmp_path, marks={0: "test", 1: "train"})
+    train, test = split_chats(chats, 0.2, seed=0)
+    ids = lambda rows: [r["id"] for r in rows]  # noqa: E731
+    assert not set(ids(train)) & set(ids(test))
+    assert set(ids(train)) | set(ids(test)) == set(ids(chats))
+    assert len(test) == 1 + round(28 * 0.2)
+    assert chats[0] in test and chats[1] in train
+    assert split_chats(chats, 0.2, seed=0) == (train, test)
+    assert ids(split_chats(chats, 0.2, seed=1)[1]) != ids(test)
+    assert len(split_chats(chats[:2], 0.2)[1]) == 1  # two chats: one held out, never zero
+
+
+def test_recall_items_come_from_held_out_chats_with_values(tmp_path):
+    rows = [
+        {"messages": chat("Hi, is my kettle covered?", "Which kettle?", "The Ombrick.",
+                          "Yes: 2-year warranty."), "value": "2-year warranty", "split": "test"},
+        {"messages": chat("Hello", "Hi! How can I help?"), "split": "test"},
+        {"messages": chat(*QA[0][:2]), "value": QA[0][2]},
+    ]  # fmt: skip
+    own = OwnData(tmp_path, *split_chats(read_chats(write_jsonl(tmp_path / "r.jsonl", rows)), 0))
+    items = own.recall_items()
+    assert items == [
+        {
+            "id": "r:1",
+            "question": "The Ombrick.",
+            "value": "2-year warranty",
+            "system": SYSTEM,
+            "context": chat("Hi, is my kettle covered?", "Which kettle?", system=None),
+        }
+    ]
+    assert recall_items(own.train)[0]["context"] == []
+
+
+def test_the_committed_samples_validate_and_fit_the_profile(tiny):
+    from tutorial_lib.config import get_profile
+
+    _, tokenizer = tiny
+    folder = data_dir() / "own"
+    support = OwnData.load(folder / "brimvale_support.jsonl")
+    faq = OwnData.load(folder / "brimvale_faq.csv", system=SYSTEM)
+    assert 60 <= len(support.train) + len(support.test) <= 80
+    assert 35 <= len(faq.train) + len(faq.test) <= 45
+    turns = [sum(m["role"] == "assistant" for m in c["messages"]) for c in support.train]
+    assert min(turns) >= 2 and max(turns) <= 4
+    assert support.recall_items() and faq.recall_items()
+    for own in (support, faq):
+        assert own.check_lengths(tokenizer, get_profile("quick").max_length) is own
+
+
+def test_too_long_rows_name_their_line(tmp_path, tiny):
+    _, tokenizer = tiny
+    long_answer = " ".join(["kettle"] * 200)
+    rows = [{"messages": chat("q", "a")}, {"messages": chat("q2", long_answer)}]
+    own = OwnData.load(write_jsonl(tmp_path / "long.jsonl", rows), test_fraction=0)
+    with pytest.raises(DataFormatError) as err:
+        own.examples(tokenizer, 128)
+    assert (err.value.line, err.value.field) == (2, "messages") and "max_length is 128" in str(
+        err.value
+    )
+
+
+def test_every_assistant_turn_is_trained_and_nothing_else(tiny):
+    _, tokenizer = tiny
+    messages = chat("Hi there", "Hello! Which kettle?", "The Pimbrook.", "It costs $39.")
+    ex = own_data.encode(tokenizer, [{"id": "x", "messages": messages}], 512)[0]
+    trained = tokenizer.decode([t for t, y in zip(ex["input_ids"], ex["labels"]) if y != -100])
+    assert "Which kettle" in trained and "costs" in trained
+    assert "Pimbrook" not in trained and "Hi there" not in trained
+
+
+def test_heldout_loss_equals_a_direct_computation(tmp_path, tiny):
+    model, tokenizer = tiny
+    rows = [{"messages": chat(q, a)} for q, a, _ in QA]
+    rows.append({"messages": chat("Hi", "Hello! Which kettle?", "Pimbrook.", "It costs $39.")})
+    chats = read_chats(write_jsonl(tmp_path / "h.jsonl", rows))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ex in own_data.encode(tokenizer, chats, 512):
+            batch = collate([ex], tokenizer.pad_token_id)
+            logits = model(input_ids=batch["input_ids"]).logits[0, :-1].float()
+            labels = batch["labels"][0, 1:]
+            total += F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum").item()
+            count += int((labels != -100).sum())
+    assert count == own_data.assistant_tokens(tokenizer, chats)
+    for batch_size in (1, 3):
+        measured = own_data.heldout_loss(model, tokenizer, chats, batch_size=batch_size)
+        assert measured == pytest.approx(total / count, abs=1e-5)
