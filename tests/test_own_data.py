@@ -161,20 +161,36 @@ def test_recall_items_come_from_held_out_chats_with_values(tmp_path):
     assert recall_items(own.train)[0]["context"] == []
 
 
-def test_the_committed_samples_validate_and_fit_the_profile(tiny):
-    from tutorial_lib.config import get_profile
-
-    _, tokenizer = tiny
+def _samples() -> tuple[OwnData, OwnData]:
     folder = data_dir() / "own"
-    support = OwnData.load(folder / "brimvale_support.jsonl")
-    faq = OwnData.load(folder / "brimvale_faq.csv", system=SYSTEM)
+    return (
+        OwnData.load(folder / "brimvale_support.jsonl"),
+        OwnData.load(folder / "brimvale_faq.csv", system=SYSTEM),
+    )
+
+
+def test_the_committed_samples_validate():
+    support, faq = _samples()
     assert 60 <= len(support.train) + len(support.test) <= 80
     assert 35 <= len(faq.train) + len(faq.test) <= 45
-    turns = [sum(m["role"] == "assistant" for m in c["messages"]) for c in support.train]
+    chats = support.train + support.test
+    turns = [sum(m["role"] == "assistant" for m in c["messages"]) for c in chats]
     assert min(turns) >= 2 and max(turns) <= 4
+    assert all(c["messages"][0] == {"role": "system", "content": SYSTEM} for c in chats)
     assert support.recall_items() and faq.recall_items()
-    for own in (support, faq):
-        assert own.check_lengths(tokenizer, get_profile("quick").max_length) is own
+
+
+@pytest.mark.slow
+def test_the_committed_samples_fit_the_profiles_in_the_real_models_template():
+    from transformers import AutoTokenizer
+
+    from tutorial_lib.config import PROFILES
+    from tutorial_lib.models import DEFAULT_MODEL, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    for own in _samples():
+        for profile in PROFILES.values():
+            assert own.check_lengths(tokenizer, profile.max_length) is own
 
 
 def test_too_long_rows_name_their_line(tmp_path, tiny):
@@ -215,3 +231,39 @@ def test_heldout_loss_equals_a_direct_computation(tmp_path, tiny):
     for batch_size in (1, 3):
         measured = own_data.heldout_loss(model, tokenizer, chats, batch_size=batch_size)
         assert measured == pytest.approx(total / count, abs=1e-5)
+
+
+def _sample_replies() -> list[str]:
+    folder = data_dir() / "own"
+    chats = read_chats(folder / "brimvale_support.jsonl") + read_chats(folder / "brimvale_faq.csv")
+    return [m["content"] for c in chats for m in c["messages"] if m["role"] == "assistant"]
+
+
+def test_the_samples_state_brimvales_facts_as_its_files_do():
+    """Wherever a sample reply states one of Brimvale's facts in the company files' words, it
+    states the files' value: the sample cannot teach a price or a date the files contradict."""
+    import os
+    import re
+
+    from tutorial_lib.data import load_domain_eval, load_domain_train
+
+    replies, checked = _sample_replies(), 0
+    for item in load_domain_eval(task="brimvale"):
+        choices = item["choices"]
+        head = os.path.commonprefix(choices)
+        tail = os.path.commonprefix([c[::-1] for c in choices])[::-1]
+        head = head[: len(head) - len(head.split()[-1])] if not head.endswith(" ") else head
+        value = choices[item["answer"]][len(head) : len(choices[item["answer"]]) - len(tail)]
+        pattern = re.compile(re.escape(head.removeprefix("The ")) + r"(.+?)" + re.escape(tail))
+        for reply in replies:
+            for found in pattern.findall(reply):
+                assert found == value, (item["fact_id"], reply)
+                checked += 1
+    assert checked >= 60
+    tarnwick = {w.strip(".,:!?") for r in load_domain_train() for m in r["messages"]
+                for w in m["content"].split()}  # fmt: skip
+    words = {w.strip(".,:!?") for reply in _sample_replies() for w in reply.split()}
+    assert not {w for w in words & tarnwick if w in NAMES}
+
+
+NAMES = {"Tarnwick", "Trailworks", "Bozeman", "Vessick", "Campmark", "Waypost", "Montana"}
