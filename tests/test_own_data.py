@@ -267,3 +267,62 @@ def test_the_samples_state_brimvales_facts_as_its_files_do():
 
 
 NAMES = {"Tarnwick", "Trailworks", "Bozeman", "Vessick", "Campmark", "Waypost", "Montana"}
+
+
+# --- the CLI route: `tutorial-lib train --data FILE` -----------------------------------------
+
+
+def _own_file(tmp_path, n: int = 10) -> str:
+    """A learner's file the tiny model's tokenizer keeps short: company chats, one multi-turn."""
+    from tutorial_lib.data import load_domain_train
+
+    rows = [{"messages": r["messages"]} for r in load_domain_train(facts=3)[:n]]
+    first, second = rows[0]["messages"], rows[1]["messages"]
+    rows[0] = {"messages": first + second, "split": "test"}
+    return write_jsonl(tmp_path / "mine.jsonl", rows)
+
+
+def test_training_examples_come_from_the_file(tmp_path, tiny, small_profile):
+    from tutorial_lib.experiment import training_examples
+
+    _, tokenizer = tiny
+    path = _own_file(tmp_path)
+    own = OwnData.load(path)
+    examples = training_examples(tokenizer, small_profile, 0.0, 0, train_file=path)
+    assert examples == own_data.encode(tokenizer, own.train, small_profile.max_length)
+    floor = training_examples(tokenizer, small_profile, 0.0, 0, train_on="general", train_file=path)
+    longest = max(len(e["input_ids"]) for e in examples)
+    assert floor and {len(e["input_ids"]) for e in floor} <= set(range(1, longest + 1))
+
+
+def test_train_on_your_own_file_reports_heldout_loss(tmp_path, tiny_folder):
+    from test_cli import cli
+
+    out, path = tmp_path / "run.json", _own_file(tmp_path)
+    args = ["train", "--method", "lora", "--model", tiny_folder, "--profile", "quick"]
+    proc = cli(*args, "--steps", "2", "--data", path, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["spec"]["train_file"] == path and result["train_file"] == path
+    assert (result["train_chats"], result["heldout_chats"]) == (7, 3)  # 1 marked + 20 % of 9, rounded
+    assert result["heldout_tokens"] > 0
+    assert 0 < result["heldout_loss_after"] != result["heldout_loss_before"] > 0
+    assert "held-out loss" in proc.stdout and f"trained on {path}" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ({"messages": [{"role": "human", "content": "hi"}]}, "line 3, field 'messages[0].role'"),
+        ({"messages": chat("q", " ".join(["kettle"] * 200))}, "line 3, field 'messages'"),
+    ],
+)
+def test_train_with_a_bad_file_exits_2_naming_the_row(tmp_path, tiny_folder, bad, where):
+    from test_cli import cli
+
+    rows = [{"messages": chat("q1", "a1")}, {"messages": chat("q2", "a2")}, bad]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    args = ["train", "--method", "lora", "--model", tiny_folder, "--profile", "quick"]
+    proc = cli(*args, "--steps", "1", "--data", path)
+    assert proc.returncode == 2
+    assert f"{path}, {where}" in proc.stderr and "Traceback" not in proc.stderr

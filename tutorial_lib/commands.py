@@ -71,6 +71,11 @@ def train(args) -> None:
     from tutorial_lib.runspec import RunSpec
 
     get_method(args.method)  # unknown names fail here, before the model loads
+    own = None
+    if getattr(args, "data", None):
+        from tutorial_lib.own_data import OwnData
+
+        own = OwnData.load(args.data)  # a bad row fails here, with file, line and field
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (the folder of the run to continue)")
     if args.bf16 and not fast_bf16():
@@ -88,6 +93,7 @@ def train(args) -> None:
         ewc=args.ewc,
         bf16=args.bf16,
         task=args.task or TASKS[0],
+        train_file=str(args.data) if own else None,
     )
     print(f"run: {spec}", file=sys.stderr)
     sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
@@ -95,11 +101,17 @@ def train(args) -> None:
         **{k: v for k, v in sizes.items() if v is not None}
     )
     where = Baseline(profile, args.model or DEFAULT_MODEL, task=spec.task)
+    heldout = _own_before(own, where) if own else None
     result = experiment.run_experiment(
         spec, where, checkpoint_dir=args.checkpoint_dir, resume=args.resume
     )
     summary = result.summary()
     print(result.report())
+    if own:
+        from tutorial_lib.own_data import heldout_after, heldout_lines
+
+        summary.update(heldout_after(heldout, own, result.model))
+        print(heldout_lines(summary))
     if args.floor:
         summary["floor"] = _floor_run(spec, where, summary)
     else:
@@ -107,6 +119,18 @@ def train(args) -> None:
 
         print(committed_floor_note(spec.method, summary))
     _write_json(args.json, summary)
+
+
+def _own_before(own, where) -> dict:
+    """The base model's held-out loss on the learner's file (lengths checked first)."""
+    from tutorial_lib.own_data import base_heldout
+
+    print(
+        f"note: domain accuracy below is {where.task}'s questions; your data is measured by "
+        "its held-out loss",
+        file=sys.stderr,
+    )
+    return base_heldout(own, where.model_name, where.profile.max_length)
 
 
 def _floor_run(spec, where, summary: dict) -> dict:

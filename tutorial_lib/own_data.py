@@ -337,6 +337,44 @@ def heldout_loss(model, tokenizer, chats: list[dict], batch_size: int = 8) -> fl
     return total / count
 
 
+def base_heldout(own: OwnData, model_name: str, max_length: int) -> dict:
+    """The base model's held-out loss on `own`'s test chats, with the sizes a report needs and
+    the tokenizer (`after` takes it); every chat's length is checked first."""
+    from tutorial_lib.models import load_base_model
+
+    if not own.test:
+        raise ValueError(
+            f"{own.path}: no held-out chats; give at least two chats or mark some 'test'"
+        )
+    model, tokenizer = load_base_model(model_name)
+    own.check_lengths(tokenizer, max_length)
+    return {
+        "train_file": str(own.path),
+        "train_chats": len(own.train),
+        "heldout_chats": len(own.test),
+        "heldout_tokens": assistant_tokens(tokenizer, own.test),
+        "heldout_recall_items": len(own.recall_items()),
+        "heldout_loss_before": heldout_loss(model, tokenizer, own.test),
+        "tokenizer": tokenizer,
+    }
+
+
+def heldout_after(before: dict, own: OwnData, model) -> dict:
+    """`before` (from `base_heldout`) with the trained model's held-out loss, JSON-able."""
+    numbers = {k: v for k, v in before.items() if k != "tokenizer"}
+    return {**numbers, "heldout_loss_after": heldout_loss(model, before["tokenizer"], own.test)}
+
+
+def heldout_lines(numbers: dict) -> str:
+    """The held-out loss before and after, as `tutorial-lib train --data` prints it."""
+    b, a = numbers["heldout_loss_before"], numbers["heldout_loss_after"]
+    return (
+        f"your data        {numbers['train_file']}: trained on {numbers['train_chats']} chats, "
+        f"{numbers['heldout_chats']} held out ({numbers['heldout_tokens']} assistant tokens)\n"
+        f"held-out loss    {b:.3f} -> {a:.3f} nats/token ({a - b:+.3f})"
+    )
+
+
 def assistant_tokens(tokenizer, chats: list[dict]) -> int:
     """How many tokens `heldout_loss` averages over."""
     return sum(sum(t != -100 for t in ex["labels"][1:]) for ex in encode(tokenizer, chats, 10**9))
@@ -345,8 +383,11 @@ def assistant_tokens(tokenizer, chats: list[dict]) -> int:
 __all__ = [
     "OwnData",
     "assistant_tokens",
+    "base_heldout",
     "check_lengths",
     "encode",
+    "heldout_after",
+    "heldout_lines",
     "heldout_loss",
     "read_chats",
     "read_csv_chats",
