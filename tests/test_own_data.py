@@ -304,7 +304,7 @@ def test_train_on_your_own_file_reports_heldout_loss(tmp_path, tiny_folder):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["spec"]["train_file"] == path and result["train_file"] == path
-    assert (result["train_chats"], result["heldout_chats"]) == (7, 3)  # 1 marked + 20 % of 9, rounded
+    assert (result["train_chats"], result["heldout_chats"]) == (7, 3)  # 1 + round(0.2 * 9)
     assert result["heldout_tokens"] > 0
     assert 0 < result["heldout_loss_after"] != result["heldout_loss_before"] > 0
     assert "held-out loss" in proc.stdout and f"trained on {path}" in proc.stderr
