@@ -117,6 +117,19 @@ def test_other_files_are_refused(tmp_path):
         read_chats(write_csv(tmp_path / "empty.csv", "question,answer\n"))
 
 
+def test_spreadsheet_exports_read_and_other_encodings_name_their_line(tmp_path):
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("question,answer\nq,a caf\u00e9\n".encode("utf-8-sig"))
+    assert read_chats(bom)[0]["messages"][-1]["content"] == "a caf\u00e9"
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"messages": []}\n{"messages": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError) as err:
+        read_chats(latin)
+    assert (err.value.line, err.value.field) == (2, "<encoding>")
+    rows = [{"id": 7, "messages": chat("q", "a")}]
+    assert read_chats(write_jsonl(tmp_path / "ids.jsonl", rows))[0]["id"] == "7"
+
+
 def _many(tmp_path, n=30, marks=None):
     rows = []
     for i in range(n):

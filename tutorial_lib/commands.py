@@ -108,10 +108,7 @@ def train(args) -> None:
     summary = result.summary()
     print(result.report())
     if own:
-        from tutorial_lib.own_data import heldout_after, heldout_lines
-
-        summary.update(heldout_after(heldout, own, result.model))
-        print(heldout_lines(summary))
+        summary.update(_own_after(heldout, own, result.model))
     if args.floor:
         summary["floor"] = _floor_run(spec, where, summary)
     else:
@@ -122,15 +119,44 @@ def train(args) -> None:
 
 
 def _own_before(own, where) -> dict:
-    """The base model's held-out loss on the learner's file (lengths checked first)."""
-    from tutorial_lib.own_data import base_heldout
+    """The base model's held-out loss on the learner's file, with the sizes the report needs
+    and the tokenizer (`_own_after` takes it); every chat's length is checked first."""
+    from tutorial_lib.models import load_base_model
+    from tutorial_lib.own_data import assistant_tokens, heldout_loss
 
+    if not own.test:
+        raise ValueError(f"{own.path}: no held-out chats; give two or more, or mark some 'test'")
     print(
         f"note: domain accuracy below is {where.task}'s questions; your data is measured by "
         "its held-out loss",
         file=sys.stderr,
     )
-    return base_heldout(own, where.model_name, where.profile.max_length)
+    model, tokenizer = load_base_model(where.model_name)
+    own.check_lengths(tokenizer, where.profile.max_length)
+    return {
+        "train_file": str(own.path),
+        "train_chats": len(own.train),
+        "heldout_chats": len(own.test),
+        "heldout_tokens": assistant_tokens(tokenizer, own.test),
+        "heldout_recall_items": len(own.recall_items()),
+        "heldout_loss_before": heldout_loss(model, tokenizer, own.test),
+        "tokenizer": tokenizer,
+    }
+
+
+def _own_after(before: dict, own, model) -> dict:
+    """`before` with the trained model's held-out loss (JSON-able), printed."""
+    from tutorial_lib.own_data import heldout_loss
+
+    numbers = {k: v for k, v in before.items() if k != "tokenizer"}
+    numbers["heldout_loss_after"] = a = heldout_loss(model, before["tokenizer"], own.test)
+    b = numbers["heldout_loss_before"]
+    print(
+        f"your data        {numbers['train_file']}: trained on {numbers['train_chats']} chats, "
+        f"{numbers['heldout_chats']} held out ({numbers['heldout_tokens']} assistant tokens)\n"
+        f"held-out loss    {b:.3f} -> {a:.3f} nats/token ({a - b:+.3f})"
+    )
+    return numbers
 
 
 def _floor_run(spec, where, summary: dict) -> dict:

@@ -18,6 +18,7 @@ should be given items whose question stands alone; `context` is there for one th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -45,10 +46,6 @@ def _text_problem(value) -> str | None:
     if len(value) > MAX_FIELD_CHARS:
         return f"is {len(value)} characters long; the limit is {MAX_FIELD_CHARS}"
     return None
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def _check_messages(messages, path: Path, line: int) -> None:
@@ -93,7 +90,7 @@ def _row(path: Path, line: int, row_id: str, messages, value, split) -> dict:
     if value is not None:
         if problem := _text_problem(value):
             raise DataFormatError(path, line, "value", problem)
-        if _norm(value) not in _norm(messages[-1]["content"]):
+        if " ".join(value.lower().split()) not in " ".join(messages[-1]["content"].lower().split()):
             raise DataFormatError(
                 path,
                 line,
@@ -108,32 +105,44 @@ def _row(path: Path, line: int, row_id: str, messages, value, split) -> dict:
     return {"id": row_id, "line": line, "messages": messages, "value": value, "split": split}
 
 
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a spreadsheet's byte-order mark dropped), or an error naming the
+    line of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(
+            path, line, "<encoding>", "is not UTF-8 text; save as UTF-8"
+        ) from None
+
+
 def read_jsonl_chats(path: Path | str) -> list[dict]:
     """Chats from a JSONL file, one `{"messages": [...]}` object a line; optional keys `id`,
     `value` and `split` (other keys are ignored, as TRL ignores them)."""
     path = Path(path)
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(path, line, "<json>", f"not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(
-                    path, line, "<row>", f"expected a JSON object, got {type(obj).__name__}"
-                )
-            if "messages" not in obj:
-                raise DataFormatError(path, line, "messages", "is missing")
-            _check_messages(obj["messages"], path, line)
-            row_id = obj.get("id", f"{path.stem}:{line}")
-            if problem := _text_problem(row_id):
-                raise DataFormatError(path, line, "id", problem)
-            rows.append(
-                _row(path, line, row_id, obj["messages"], obj.get("value"), obj.get("split"))
+    for line, text in enumerate(_read_text(path).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(path, line, "<json>", f"not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(
+                path, line, "<row>", f"expected a JSON object, got {type(obj).__name__}"
             )
+        if "messages" not in obj:
+            raise DataFormatError(path, line, "messages", "is missing")
+        _check_messages(obj["messages"], path, line)
+        row_id = obj.get("id", f"{path.stem}:{line}")
+        if isinstance(row_id, int) and not isinstance(row_id, bool):
+            row_id = str(row_id)
+        if problem := _text_problem(row_id):
+            raise DataFormatError(path, line, "id", problem)
+        rows.append(_row(path, line, row_id, obj["messages"], obj.get("value"), obj.get("split")))
     return rows
 
 
@@ -141,7 +150,7 @@ def read_csv_chats(path: Path | str, system: str | None = None) -> list[dict]:
     """Single-exchange chats from a CSV with columns question, answer (and optionally value,
     split, system); `system` is the system message of rows without a `system` cell."""
     path = Path(path)
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]
         for column in CSV_REQUIRED:
@@ -258,21 +267,6 @@ def encode(tokenizer, chats: list[dict], max_length: int) -> list[dict[str, list
     return encode_rows(tokenizer, chats, max_length, None)
 
 
-def check_lengths(tokenizer, chats: list[dict], max_length: int, path: Path | str) -> None:
-    """Raise DataFormatError naming the first chat longer than `max_length` tokens (rows are
-    rejected, never cut: a cut chat would train on half a reply)."""
-    for row in chats:
-        n = len(encode(tokenizer, [row], 10**9)[0]["input_ids"])
-        if n > max_length:
-            raise DataFormatError(
-                path,
-                row["line"],
-                "messages",
-                f"is {n} tokens long in the chat template; the profile's max_length is "
-                f"{max_length} (shorten or split the conversation)",
-            )
-
-
 @dataclass
 class OwnData:
     """A learner's file, read, validated and split: `train` to train on, `test` held out."""
@@ -293,7 +287,18 @@ class OwnData:
         return cls(Path(path), *split_chats(chats, test_fraction, seed))
 
     def check_lengths(self, tokenizer, max_length: int) -> OwnData:
-        check_lengths(tokenizer, self.train + self.test, max_length, self.path)
+        """Raise DataFormatError naming the first chat over `max_length` tokens (rows are
+        rejected, never cut: a cut chat would train on half a reply)."""
+        for row in self.train + self.test:
+            n = len(encode(tokenizer, [row], 10**9)[0]["input_ids"])
+            if n > max_length:
+                raise DataFormatError(
+                    self.path,
+                    row["line"],
+                    "messages",
+                    f"is {n} tokens long in the chat template; the profile's max_length is "
+                    f"{max_length} (shorten or split the conversation)",
+                )
         return self
 
     def recall_items(self) -> list[dict]:
@@ -337,62 +342,6 @@ def heldout_loss(model, tokenizer, chats: list[dict], batch_size: int = 8) -> fl
     return total / count
 
 
-def base_heldout(own: OwnData, model_name: str, max_length: int) -> dict:
-    """The base model's held-out loss on `own`'s test chats, with the sizes a report needs and
-    the tokenizer (`after` takes it); every chat's length is checked first."""
-    from tutorial_lib.models import load_base_model
-
-    if not own.test:
-        raise ValueError(
-            f"{own.path}: no held-out chats; give at least two chats or mark some 'test'"
-        )
-    model, tokenizer = load_base_model(model_name)
-    own.check_lengths(tokenizer, max_length)
-    return {
-        "train_file": str(own.path),
-        "train_chats": len(own.train),
-        "heldout_chats": len(own.test),
-        "heldout_tokens": assistant_tokens(tokenizer, own.test),
-        "heldout_recall_items": len(own.recall_items()),
-        "heldout_loss_before": heldout_loss(model, tokenizer, own.test),
-        "tokenizer": tokenizer,
-    }
-
-
-def heldout_after(before: dict, own: OwnData, model) -> dict:
-    """`before` (from `base_heldout`) with the trained model's held-out loss, JSON-able."""
-    numbers = {k: v for k, v in before.items() if k != "tokenizer"}
-    return {**numbers, "heldout_loss_after": heldout_loss(model, before["tokenizer"], own.test)}
-
-
-def heldout_lines(numbers: dict) -> str:
-    """The held-out loss before and after, as `tutorial-lib train --data` prints it."""
-    b, a = numbers["heldout_loss_before"], numbers["heldout_loss_after"]
-    return (
-        f"your data        {numbers['train_file']}: trained on {numbers['train_chats']} chats, "
-        f"{numbers['heldout_chats']} held out ({numbers['heldout_tokens']} assistant tokens)\n"
-        f"held-out loss    {b:.3f} -> {a:.3f} nats/token ({a - b:+.3f})"
-    )
-
-
 def assistant_tokens(tokenizer, chats: list[dict]) -> int:
     """How many tokens `heldout_loss` averages over."""
     return sum(sum(t != -100 for t in ex["labels"][1:]) for ex in encode(tokenizer, chats, 10**9))
-
-
-__all__ = [
-    "OwnData",
-    "assistant_tokens",
-    "base_heldout",
-    "check_lengths",
-    "encode",
-    "heldout_after",
-    "heldout_lines",
-    "heldout_loss",
-    "read_chats",
-    "read_csv_chats",
-    "read_jsonl_chats",
-    "recall_items",
-    "split_chats",
-    "training_examples",
-]
