@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="whose support data to train on and ask about: a name from tutorial_lib.data.TASKS "
         "or several joined by '+' (e.g. tarnwick+brimvale); default: the first",
     )
+    train.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="train on your own chats instead of the task's: JSONL in the messages format, or "
+        "CSV with question,answer[,value,split,system]; 20%% held out (seeded) for held-out loss",
+    )
     train.add_argument("--checkpoint-dir", help="save checkpoints here (at the end and on Ctrl-C)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument(

@@ -90,6 +90,11 @@ def train(args) -> None:
     from tutorial_lib.runspec import RunSpec
 
     get_method(args.method)  # unknown names fail here, before the model loads
+    own = None
+    if getattr(args, "data", None):
+        from tutorial_lib.own_data import OwnData
+
+        own = OwnData.load(args.data)  # a bad row fails here, with file, line and field
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (the folder of the run to continue)")
     if args.bf16 and not fast_bf16():
@@ -107,6 +112,7 @@ def train(args) -> None:
         ewc=args.ewc,
         bf16=args.bf16,
         task=args.task or TASKS[0],
+        train_file=str(args.data) if own else None,
     )
     print(f"run: {spec}", file=sys.stderr)
     sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
@@ -115,11 +121,14 @@ def train(args) -> None:
         **{k: v for k, v in sizes.items() if v is not None}
     )
     where = Baseline(profile, args.model or DEFAULT_MODEL, task=spec.task)
+    heldout = _own_before(own, where) if own else None
     result = experiment.run_experiment(
         spec, where, checkpoint_dir=args.checkpoint_dir, resume=args.resume
     )
     summary = result.summary()
     print(result.report())
+    if own:
+        summary.update(_own_after(heldout, own, result.model))
     if args.floor:
         summary["floor"] = _floor_run(spec, where, summary)
     else:
@@ -127,6 +136,47 @@ def train(args) -> None:
 
         print(committed_floor_note(spec.method, summary))
     _write_json(args.json, summary)
+
+
+def _own_before(own, where) -> dict:
+    """The base model's held-out loss on the learner's file, with the sizes the report needs
+    and the tokenizer (`_own_after` takes it); every chat's length is checked first."""
+    from tutorial_lib.models import load_base_model
+    from tutorial_lib.own_data import assistant_tokens, heldout_loss
+
+    if not own.test:
+        raise ValueError(f"{own.path}: no held-out chats; give two or more, or mark some 'test'")
+    print(
+        f"note: domain accuracy below is {where.task}'s questions; your data is measured by "
+        "its held-out loss",
+        file=sys.stderr,
+    )
+    model, tokenizer = load_base_model(where.model_name)
+    own.check_lengths(tokenizer, where.profile.max_length)
+    return {
+        "train_file": str(own.path),
+        "train_chats": len(own.train),
+        "heldout_chats": len(own.test),
+        "heldout_tokens": assistant_tokens(tokenizer, own.test),
+        "heldout_recall_items": len(own.recall_items()),
+        "heldout_loss_before": heldout_loss(model, tokenizer, own.test),
+        "tokenizer": tokenizer,
+    }
+
+
+def _own_after(before: dict, own, model) -> dict:
+    """`before` with the trained model's held-out loss (JSON-able), printed."""
+    from tutorial_lib.own_data import heldout_loss
+
+    numbers = {k: v for k, v in before.items() if k != "tokenizer"}
+    numbers["heldout_loss_after"] = a = heldout_loss(model, before["tokenizer"], own.test)
+    b = numbers["heldout_loss_before"]
+    print(
+        f"your data        {numbers['train_file']}: trained on {numbers['train_chats']} chats, "
+        f"{numbers['heldout_chats']} held out ({numbers['heldout_tokens']} assistant tokens)\n"
+        f"held-out loss    {b:.3f} -> {a:.3f} nats/token ({a - b:+.3f})"
+    )
+    return numbers
 
 
 def _floor_run(spec, where, summary: dict) -> dict:

@@ -184,15 +184,22 @@ def training_examples(
     seed: int,
     task: str = data.TASKS[0],
     train_on: str = "domain",
+    train_file: str | None = None,
 ) -> list[dict]:
     """The task's domain chats, plus general text making up `replay` of the mixture (by examples).
 
     `train_on="general"` (the noise floor) trains on the replay pool instead, cut into windows
     as long as the longest chat, so a step holds as many sequences of the same length; every
     token is trained. The cross-entropy passages (`general_text.jsonl`) are never trained on.
+    `train_file` (a learner's JSONL or CSV, `own_data`) replaces the task's chats by its train split.
     """
-    rows = data.load_domain_train(facts=profile.domain_facts, task=task)
-    examples = data.encode_chats(tokenizer, rows, profile.max_length)
+    if train_file is not None:
+        from tutorial_lib import own_data
+
+        examples = own_data.training_examples(tokenizer, train_file, profile.max_length)
+    else:
+        rows = data.load_domain_train(facts=profile.domain_facts, task=task)
+        examples = data.encode_chats(tokenizer, rows, profile.max_length)
     # general text is cut to the longest chat, so it adds no padding: a step costs the same
     longest = max(len(ex["input_ids"]) for ex in examples)
     if train_on == "general":
@@ -287,7 +294,7 @@ def run_experiment(
     profile, config = baseline.profile, train_config(spec, baseline.profile)
     model, tokenizer = load_base_model(baseline.model_name)
     examples = training_examples(
-        tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on
+        tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on, spec.train_file
     )
     before = baseline.measure(model, tokenizer, trajectory=bool(spec.eval_at)).before
     model = applied(model, spec)

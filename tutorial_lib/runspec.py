@@ -34,6 +34,7 @@ class RunSpec:
     bf16: bool = False  # bf16 autocast for training; evaluation stays fp32
     task: str = TASKS[0]  # whose support data is trained on and asked about (data.TASKS)
     train_on: str = "domain"  # "general": the noise-floor control, trained on replay text
+    train_file: str | None = None  # a learner's own chats (own_data), not the task's
 
     def __post_init__(self) -> None:
         spec = get_method(self.method)  # unknown names fail here, listing the known ones
@@ -60,6 +61,8 @@ class RunSpec:
                 f"got {type(self.method_config).__name__}"
             )
         object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        if self.train_file is not None:
+            object.__setattr__(self, "train_file", str(self.train_file))
 
     def to_dict(self) -> dict:
         """JSON-able form (the method config as its fields), stored beside a run's results."""
@@ -89,4 +92,6 @@ class RunSpec:
         ]
         parts += ["bf16"] if self.bf16 else []
         parts += ["trained on general text (noise floor)"] if self.train_on == "general" else []
+        own = self.train_file and self.train_on == "domain"
+        parts += [f"trained on {self.train_file}"] if own else []
         return ", ".join(parts)
