@@ -111,3 +111,13 @@ def test_rows_of_an_older_format_are_not_trusted(small_profile, tmp_path):
         [{"method": "lora"}], FakeRunner(Baseline(small_profile), calls), path
     )
     assert len(calls) == 1 and result["score"] == 1.0
+
+
+def test_a_learners_file_edited_in_place_reruns_its_run(sweep, tmp_path):
+    own = tmp_path / "chats.jsonl"
+    own.write_text('{"messages": [{"role": "user", "content": "a"}]}\n')
+    config = {"label": "mine", "method": "lora", "lr": 3e-3, "train_file": str(own)}
+    assert sweep(config) == 1
+    assert sweep(config) == 0  # the same file: read back
+    own.write_text('{"messages": [{"role": "user", "content": "b"}]}\n')
+    assert sweep(config) == 1  # the same name, new contents: a new run

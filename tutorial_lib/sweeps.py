@@ -28,9 +28,16 @@ def cache_key(config: dict, where: dict | None = None) -> str:
     """The one key of a run in any sweep's cache: its config less its names, where it ran, and
     the schema version."""
     numbers = {k: v for k, v in config.items() if k not in NAMES}
+    if numbers.get("train_file"):  # a learner's own file: its contents, not only its name
+        numbers["train_file_sha256"] = file_digest(numbers["train_file"])
     key = {"config": numbers, "where": where or {}, "schema": SCHEMA}
     text = json.dumps(key, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, so a file edited in place is a different run's input."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def where_of(run: Callable[..., dict]) -> dict:
