@@ -24,7 +24,9 @@ from tutorial_lib.stopwatch import CATEGORIES, TIME_LOG_ENV, read_log
 
 CELL_TIMEOUT = 3600  # seconds; generous: a cell this slow misses every lesson's target anyway
 TARGETS = {  # seconds per lesson, top to bottom, on 2 CPU cores
-    "full": {"00": 180, "01": 720, "02": 2100},
+    # 00 and 01's older 3- and 12-minute targets are lifted: recall, the control and the published
+    # suite made every full evaluation dearer (issue 27, item 7)
+    "full": {"02": 2100},
     "quick": {},
 }
 DEFAULT_TARGET = {"full": 1200, "quick": 150}  # every lesson not named above

@@ -103,7 +103,7 @@ METHOD_LESSON: Budget = {
 }
 
 LESSON_BUDGETS: dict[str, Budget] = {
-    "00": {"full": {}, "quick": {}},  # the profile as it is
+    "00": {"full": {}, "quick": dict(suite_items=4)},  # quick: 4 items a task show the suite works
     "01": {
         "full": dict(domain_facts=55, train_steps=110, general_items=110),  # 4 passes, 220 chats
         "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
