@@ -105,7 +105,9 @@ def test_lean_numbers_equal_the_whole_logits_numbers(tiny, name):
     shared = [s for group in score_choices(model, tok, groups, batch_size=3) for s in group]
     for got in (plain, shared):
         assert [n for _, n in got] == [n for _, n in expected]
-        assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-5)
+        assert [lp for lp, _ in got] == pytest.approx(
+            [lp for lp, _ in expected], abs=1e-5, rel=1e-6
+        )  # float32 sums of about -90 nats differ in their 8th digit
 
 
 def test_long_batches_are_scored_in_several_pieces(tiny, monkeypatch):
