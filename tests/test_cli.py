@@ -87,11 +87,15 @@ def test_baseline_json(tmp_path):
 @pytest.mark.slow
 def test_train_lora_learns_the_domain(tmp_path):
     out = tmp_path / "lora.json"
-    proc = cli("train", "--method", "lora", "--profile", "quick", "--json", str(out))
+    # 24 steps (4 passes over quick's 12 facts) teach it: measured 0.29 -> 0.65 MC, recall 0.63;
+    # half of quick's 48, because recall, the control and KL made each evaluation dearer
+    args = ("train", "--method", "lora", "--profile", "quick", "--steps", "24")
+    proc = cli(*args, "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert SUMMARY_KEYS <= set(result)
     assert result["domain_accuracy_after"] > result["domain_accuracy_before"]
+    assert result["domain_recall_after"] > result["domain_recall_before"]
     assert result["loss_history"][-1] < result["loss_history"][0]
     assert 0 < result["trainable_params"] < 0.05 * result["total_params"]
     assert 0 < result["checkpoint_bytes"] < 20 * 2**20  # the adapter, not the whole model
