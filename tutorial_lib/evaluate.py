@@ -18,7 +18,13 @@ from tutorial_lib.choices import (  # re-exported: lessons and tests read them h
     question_prompt,
 )
 from tutorial_lib.data import render_prompt
-from tutorial_lib.general_text import BaseLogprobs, PassageScores, ce_change, score_general
+from tutorial_lib.general_text import (
+    BaseLogprobs,
+    PassageScores,
+    _batches,
+    ce_change,
+    score_general,
+)
 from tutorial_lib.measures import flips, paired_mean_shift
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
@@ -26,7 +32,6 @@ from tutorial_lib.reports import RETENTION_MEANING as RETENTION_MEANING
 from tutorial_lib.reports import run_report as run_report
 from tutorial_lib.scoring import (
     head_input,
-    progress,
     real_positions,
 )
 
@@ -54,19 +59,10 @@ def general_cross_entropy(
 ) -> float:
     """Mean next-token cross-entropy (nats per token) over general passages: forgetting shows here
     before it shows in accuracy."""
-    texts = [p["text"] for p in passages]
     device = next(model.parameters()).device
     total, count = 0.0, 0
     with eval_mode(model), head_input(model) as (head, seen):
-        for start in progress(range(0, len(texts), batch_size), "general text"):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                add_special_tokens=False,
-            ).to(device)
+        for _, enc in _batches(tokenizer, passages, batch_size, max_length, device):
             model(**enc)
             hidden = real_positions(seen.pop(), enc["input_ids"].shape[1])[:, :-1]
             scored = enc["attention_mask"][:, 1:] == 1  # padding predicts nothing

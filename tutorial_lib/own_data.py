@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tutorial_lib.chat import collate, encode_rows
-from tutorial_lib.data import MAX_FIELD_CHARS, DataFormatError
+from tutorial_lib.data import DataFormatError, _text
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import head_input, real_positions, target_logprobs
 
@@ -38,14 +38,8 @@ SPLIT_SEED = 0  # fixed, so every run on a file is measured on the same held-out
 
 
 def _text_problem(value) -> str | None:
-    """What is wrong with a text field, or None (as `data`'s own checks word it)."""
-    if not isinstance(value, str):
-        return f"expected a string, got {type(value).__name__}"
-    if not value.strip():
-        return "is empty"
-    if len(value) > MAX_FIELD_CHARS:
-        return f"is {len(value)} characters long; the limit is {MAX_FIELD_CHARS}"
-    return None
+    """What is wrong with a text field, or None: `data`'s own check, worded as it words it."""
+    return _text(value, "")
 
 
 def _check_messages(messages, path: Path, line: int) -> None:
