@@ -302,7 +302,7 @@ def test_compare_command_sizes_the_budget_and_seeds_per_method(tiny_folder, tmp_
         ("lora", 1),
     ]
     assert {r["probe_n_items"] for r in result["records"]} == {4}
-    assert {r["domain_n_items"] for r in result["records"]} == {4}  # 1 fact, 4 wordings
+    assert {r["domain_n_items"] for r in result["records"]} == {2}  # 1 fact, quick asks 2 wordings
     sizes = result["ran"]["profile"]
     assert (sizes["domain_facts"], sizes["probe_items"], sizes["general_items"]) == (1, 4, 1)
 

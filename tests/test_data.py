@@ -21,6 +21,25 @@ def test_data_sets_have_the_promised_sizes():
     assert len(general) >= 200
 
 
+def test_a_profile_can_ask_fewer_wordings_of_each_fact():
+    every = data.load_domain_eval(facts=3)
+    two = data.load_domain_eval(facts=3, wordings=2)
+    assert Counter(r["fact_id"] for r in every) == Counter({f: 4 for f in ("f001", "f002", "f003")})
+    assert Counter(r["fact_id"] for r in two) == Counter({f: 2 for f in ("f001", "f002", "f003")})
+    for fact in ("f001", "f002", "f003"):  # each fact's first two, in the file's order
+        assert [r for r in two if r["fact_id"] == fact] == [
+            r for r in every if r["fact_id"] == fact
+        ][:2]
+    assert data.load_domain_eval(facts=3, wordings=None) == every
+
+
+def test_a_profile_rejects_no_wordings():
+    from tutorial_lib.config import get_profile
+
+    with pytest.raises(ValueError, match="heldout_wordings"):
+        get_profile("quick").with_overrides(heldout_wordings=0)
+
+
 def test_held_out_questions_never_appear_in_training():
     train_questions = {r["messages"][0]["content"].lower() for r in data.load_domain_train()}
     for item in data.load_domain_eval():

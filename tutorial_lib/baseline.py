@@ -32,7 +32,9 @@ class Suite:
         """The profile's items; `task` picks whose domain questions (general items are shared)."""
         return cls(
             probe=data.load_probe(limit=profile.probe_items),
-            domain=data.load_domain_eval(facts=profile.domain_facts, task=task),
+            domain=data.load_domain_eval(
+                facts=profile.domain_facts, task=task, wordings=profile.heldout_wordings
+            ),
             general=data.load_general_text(limit=profile.general_items),
             published=_published_items(profile),
         )
@@ -175,6 +177,8 @@ class Baseline:
         sizes = {k: v for k, v in asdict(self.profile).items() if k != "name"}
         if sizes.get("suite_items") == 0:  # no suite: the same key as before the field existed
             del sizes["suite_items"]
+        if sizes.get("heldout_wordings") is None:  # all wordings: the key from before the field
+            del sizes["heldout_wordings"]
         mid = self.trajectory_suite.digest() if self.trajectory_suite is not None else None
         return {
             "profile": sizes,

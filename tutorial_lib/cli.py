@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.choices["train"]
     train.add_argument("--method", required=True, help="a name from `tutorial-lib methods`")
     train.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
+    train.add_argument("--facts", type=_positive_int, help="domain facts (default: profile's)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: the method's)")
     train.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
     train.add_argument(

@@ -117,6 +117,7 @@ def train(args) -> None:
     print(f"run: {spec}", file=sys.stderr)
     sizes = {"batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
     sizes["suite_items"] = getattr(args, "suite_items", None)
+    sizes["domain_facts"] = getattr(args, "facts", None)
     profile = get_profile(args.profile).with_overrides(
         **{k: v for k, v in sizes.items() if v is not None}
     )

@@ -27,6 +27,8 @@ class Profile:
     # log-probabilities are held for them, positions x 49,152 x 2 B (16 passages: 173 MiB)
     kl_passages: int | None = 16
     suite_items: int | None = 0  # published-suite items per task (None = all 100; 0 = none)
+    # held-out wordings asked per fact (None = all 4): MC, the control and recall all scale with it
+    heldout_wordings: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("train_steps", "batch_size", "max_length", "eval_batch_size"):
@@ -36,6 +38,10 @@ class Profile:
             raise ValueError(f"Profile.kl_passages must be >= 0 or None, got {self.kl_passages}")
         if self.suite_items is not None and not 0 <= self.suite_items <= 100:
             raise ValueError(f"Profile.suite_items must be 0..100 or None, got {self.suite_items}")
+        if self.heldout_wordings is not None and self.heldout_wordings < 1:
+            raise ValueError(
+                f"Profile.heldout_wordings must be >= 1 or None, got {self.heldout_wordings}"
+            )
 
     def with_overrides(self, **changes: object) -> Profile:
         """Return a copy with some sizes changed (e.g. more steps for one experiment)."""
@@ -54,9 +60,10 @@ PROFILES: dict[str, Profile] = {
         max_length=128,
         probe_items=64,
         domain_facts=12,
-        general_items=24,
+        general_items=12,
         replay_items=16,
         kl_passages=4,
+        heldout_wordings=2,  # half of each fact's 4: an evaluation ~20 s cheaper on 2 cores
     ),
     # What a learner gets: whole evaluation sets, runs long enough for effects to show.
     "full": Profile(

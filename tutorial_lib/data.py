@@ -243,16 +243,24 @@ def load_domain_train(
 
 
 def load_domain_eval(
-    path: Path | None = None, facts: int | None = None, task: str = TASKS[0]
+    path: Path | None = None,
+    facts: int | None = None,
+    task: str = TASKS[0],
+    wordings: int | None = None,
 ) -> list[dict]:
     """Held-out, paraphrased domain questions (4 choices each) about the same facts: several
-    wordings per fact, none trained on, each with the fact's `value` for recall.
+    wordings per fact, none trained on, each with the fact's `value` for recall; `wordings`
+    keeps each fact's first few, in file order (None = all).
 
     Another task's rows carry its system prompt under "system", which `evaluate_choices` sends.
     """
-    return _task_rows(
+    rows = _task_rows(
         path, facts, task, "domain_eval.jsonl", "domain_eval", lambda r, p: {**r, "system": p}
     )
+    if wordings is None:
+        return rows
+    nth = [sum(r["fact_id"] == row["fact_id"] for r in rows[:i]) for i, row in enumerate(rows)]
+    return [row for row, n in zip(rows, nth, strict=True) if n < max(wordings, 1)]
 
 
 def load_probe(path: Path | None = None, limit: int | None = None) -> list[dict]:
