@@ -47,3 +47,14 @@ def test_lesson_peak_memory_matches_the_benchmark_results(profile):
         expected = f"{peak / 1024:.1f} GiB" if peak else "not measured"
         row = rows[name[:2]]
         assert row[PEAK_COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
+
+
+def test_the_binder_column_follows_the_committed_quick_peaks():
+    from tutorial_lib.lesson_fit import binder_verdict
+
+    rows = time_table()
+    lessons = json.loads((RESULTS / "lessons-quick.json").read_text())["lessons"]
+    for name in lessons:
+        assert rows[name[:2]][5] == binder_verdict(name, RESULTS), (
+            f"{name}: notes say {rows[name[:2]]}"
+        )

@@ -163,7 +163,7 @@ LESSON_TABLE_END = "<!-- end of lesson links -->"
 def lessons_table(root: Path = ROOT) -> str:
     """The README's per-lesson table: Colab and Binder links, measured time and peak memory in
     each profile, from the committed benchmark results (so it cannot drift from them)."""
-    from tutorial_lib.lesson_fit import kernel_peak_bytes, measured_lessons
+    from tutorial_lib.lesson_fit import binder_verdict, kernel_peak_bytes, measured_lessons
     from tutorial_lib.units import gib
 
     results = root / "benchmarks" / "results"
@@ -177,14 +177,17 @@ def lessons_table(root: Path = ROOT) -> str:
         return minutes + (f", {gib(peak):.1f} GiB" if peak else "")
 
     lines = [
-        "| lesson | open | `full`: time, peak memory | `quick`: time, peak memory |",
-        "|---|---|---|---|",
+        "| lesson | open | `full`: time, peak memory | `quick`: time, peak memory "
+        "| runs in a 2 GB Binder session |",
+        "|---|---|---|---|---|",
     ]
     for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         links = f"[Colab]({colab_url(nb, root)}) · [Binder]({binder_url(nb)})"
         name = f"[{nb.stem}](notebooks/{nb.name})"
+        binder = binder_verdict(nb.stem, results)
         lines.append(
-            f"| {name} | {links} | {cell(full.get(nb.stem))} | {cell(quick.get(nb.stem))} |"
+            f"| {name} | {links} | {cell(full.get(nb.stem))} | {cell(quick.get(nb.stem))} "
+            f"| {binder} |"
         )
     return "\n".join(lines)
 

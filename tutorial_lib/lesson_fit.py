@@ -29,6 +29,11 @@ from tutorial_lib.units import MIB, gib
 
 HEADROOM = 0.9  # as the training preflight: leave a tenth for what the measurement missed
 ROUTES_FILE = "small-memory.json"
+# A public Binder session holds the Jupyter server too, and the first cell keeps a tenth spare:
+# a lesson runs in a 2 GB session when its kernel peaks at 1.5 GiB or less.
+BINDER_SESSION_MIB = 2048
+BINDER_KERNEL_MIB = 1536
+BINDER_LESSONS = ("00", "03", "04", "06", "08")  # frozen-base lessons declared to fit, in quick
 
 
 def _read(path: Path) -> dict:
@@ -56,6 +61,16 @@ def lesson_peaks(lesson: str) -> dict[str, int]:
         if peak:
             peaks[profile] = peak
     return peaks
+
+
+def binder_verdict(lesson: str, folder: Path | None = None) -> str:
+    """Whether the lesson runs in a 2 GB Binder session, from its committed `quick` peak."""
+    peak = kernel_peak_bytes(measured_lessons("quick", folder).get(lesson) or {})
+    if peak is None:
+        return "not measured"
+    if peak <= BINDER_KERNEL_MIB * MIB:
+        return f"yes, in `quick` ({gib(peak):.1f} GiB)"
+    return f"no: `quick` peaks at {gib(peak):.1f} GiB"
 
 
 def small_routes() -> list[dict]:
