@@ -206,6 +206,22 @@ def run_lessons(
     return report
 
 
+def merge_into(committed: dict, report: dict) -> list[str]:
+    """Put a run's lessons that ran without error into the committed results, each with the
+    load and provenance of the run that measured it (`context_by_lesson`); returns their names.
+    Lessons the run did not time keep their earlier rows."""
+    merged = []
+    for name, row in report["lessons"].items():
+        if row.get("error"):
+            continue
+        committed.setdefault("lessons", {})[name] = row
+        context = {**report.get("context", {}), "ran": report.get("ran")}
+        committed.setdefault("context_by_lesson", {})[name] = context
+        committed.setdefault("errors", {}).pop(name, None)
+        merged.append(name)
+    return merged
+
+
 def save(report: dict, json_path: Path) -> None:
     """Rewrite the JSON with the load average now: after every lesson, so none is lost."""
     report["context"]["load_average_at_end"] = os.getloadavg()

@@ -415,3 +415,25 @@ def test_committed_results_name_no_machine_paths():
     local = re.compile(r"/(root|home|tmp|work|Users)/")
     for path in (Path(__file__).parent.parent / "benchmarks" / "results").glob("*.json"):
         assert not local.search(path.read_text()), path.name
+
+
+def test_a_new_run_replaces_only_the_lessons_it_timed_without_error(benchmarks):
+    committed = {
+        "lessons": {"00_a": {"lesson_seconds": 1}, "01_b": {"lesson_seconds": 2}},
+        "errors": {"01_b": "old failure"},
+        "context_by_lesson": {"00_a": {"load_average_at_start": [9, 9, 9]}},
+    }
+    report = {
+        "ran": {"command": "run.py --lessons"},
+        "context": {"load_average_at_start": [0.1, 0.2, 0.3]},
+        "lessons": {
+            "01_b": {"lesson_seconds": 3, "error": None},
+            "02_c": {"lesson_seconds": 4, "error": "Traceback"},
+        },
+    }
+    assert benchmarks.lessons.merge_into(committed, report) == ["01_b"]
+    assert committed["lessons"]["00_a"] == {"lesson_seconds": 1}  # not timed: kept
+    assert committed["lessons"]["01_b"]["lesson_seconds"] == 3
+    assert "02_c" not in committed["lessons"] and committed["errors"] == {}
+    assert committed["context_by_lesson"]["01_b"]["ran"] == {"command": "run.py --lessons"}
+    assert committed["context_by_lesson"]["00_a"] == {"load_average_at_start": [9, 9, 9]}
