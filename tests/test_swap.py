@@ -27,10 +27,13 @@ def test_switched_off_adapter_gives_the_base_bit_for_bit(tiny):
     base = copy.deepcopy(model)
     adapted = _trained_adapter(model, seed=1)
     assert swap.base_outputs_unchanged(adapted, base, tokenizer, "Hello there")
+    kept = swap.base_logits(base, tokenizer, "Hello there")  # the base need not stay loaded
+    assert swap.base_outputs_unchanged(adapted, kept, tokenizer, "Hello there")
     # and the check can fail: a changed base weight is seen
     with torch.no_grad():
         adapted.model.norm.weight.add_(0.1)
     assert not swap.base_outputs_unchanged(adapted, base, tokenizer, "Hello there")
+    assert not swap.base_outputs_unchanged(adapted, kept, tokenizer, "Hello there")
 
 
 def test_swap_table_loads_each_file_into_the_same_model(tiny, tmp_path, monkeypatch):

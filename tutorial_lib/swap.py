@@ -44,12 +44,20 @@ def swap_table(model, tokenizer, weights: dict[str, Path], questions: dict[str, 
     return pd.DataFrame(rows).set_index("weights loaded").round(3)
 
 
+def base_logits(base, tokenizer, text: str) -> torch.Tensor:
+    """The base model's logits for `text`: kept, they stand in for the base model in
+    `base_outputs_unchanged`, so the base need not stay loaded beside the trained model."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with eval_mode(base), torch.no_grad():
+        return base(input_ids=ids).logits
+
+
 def base_outputs_unchanged(model, base, tokenizer, text: str) -> bool:
     """True when the model with its method switched off gives the base model's logits bit for
-    bit: training the added weights touched nothing of the base."""
+    bit: training the added weights touched nothing of the base. `base` is the base model, or
+    its logits for `text` (`base_logits`)."""
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    with eval_mode(base):
-        want = base(input_ids=ids).logits
-    with adapters_disabled(model), eval_mode(model):
+    want = base if isinstance(base, torch.Tensor) else base_logits(base, tokenizer, text)
+    with adapters_disabled(model), eval_mode(model), torch.no_grad():
         got = model(input_ids=ids).logits
     return torch.equal(got, want)
