@@ -1,0 +1,46 @@
+"""A sweep's runs in the order the measurement issue reads them: forgetting led by the continuous
+measures (general-text cross-entropy change ± its standard error, KL to the base), then the
+probe's items lost and gained with the exact sign test, then retention; learning as recall, with
+multiple-choice accuracy beside it.
+
+A record is a run's summary (`experiment.summarised_run`); failed runs ("error") are left out.
+A figure a run did not measure (an older summary, KL without the base's log-probabilities) is
+shown empty, never made up.
+"""
+
+from __future__ import annotations
+
+COLUMNS = {  # column: the summary key it shows
+    "ΔCE (nats/token)": "general_ce_change",
+    "ΔCE ±": "general_ce_change_stderr",
+    "KL to base": "kl_to_base",
+    "KL ±": "kl_to_base_stderr",
+    "probe lost": "probe_lost",
+    "probe gained": "probe_gained",
+    "sign test p": "probe_sign_test_p",
+    "retention": "retention",
+    "recall": "domain_recall_after",
+    "recall ±": "domain_recall_change_stderr",  # paired se of recall's change
+    "MC acc": "domain_accuracy_after",
+}
+
+
+def measures_table(runs: list[dict]):
+    """One row per finished run: ΔCE ± se, KL ± se, probe items lost / gained and the sign test's
+    p, retention, then recall (± the paired se of its change) and MC accuracy."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        if "error" in run:
+            continue
+        row = {"run": run.get("label") or run["method"]}
+        for column, key in COLUMNS.items():
+            row[column] = run.get(key)
+        rows.append(row)
+    if not rows:
+        raise ValueError("no finished run to show (every record carries an error)")
+    table = pd.DataFrame(rows).set_index("run")
+    for column in ("probe lost", "probe gained"):
+        table[column] = table[column].astype("Int64")  # counts stay whole numbers
+    return table.round(3)
