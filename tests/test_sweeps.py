@@ -121,3 +121,28 @@ def test_a_learners_file_edited_in_place_reruns_its_run(sweep, tmp_path):
     assert sweep(config) == 0  # the same file: read back
     own.write_text('{"messages": [{"role": "user", "content": "b"}]}\n')
     assert sweep(config) == 1  # the same name, new contents: a new run
+
+
+def test_a_runs_cyclic_garbage_is_freed_before_the_next_run(tmp_path):
+    import weakref
+
+    class Model:  # a trained model: objects that refer to each other, freed only by gc
+        pass
+
+    alive = []
+
+    def run(name: str) -> dict:
+        assert all(ref() is None for ref in alive), "the previous run's model is still alive"
+        model = Model()
+        model.self = model
+        alive.append(weakref.ref(model))
+        return {"name": name}
+
+    import gc
+
+    gc.disable()  # only run_sweep's own collection may free it
+    try:
+        sweeps.run_sweep([{"name": "a"}, {"name": "b"}], run, tmp_path / "r.jsonl", where={})
+    finally:
+        gc.enable()
+    assert len(alive) == 2

@@ -11,6 +11,7 @@ is such a `run`. Also here: configs for sweeps over a method's structure (`top_l
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -88,6 +89,7 @@ def run_sweep(
         if key not in done:
             done[key] = {"key": key, "config": config, "result": run(**config)}
             append_row(path, done[key])
+            gc.collect()  # a run's model lives in reference cycles: free it before the next loads
         result = done[key]["result"]
         out.append({**result, **{k: config[k] for k in SHOWN if k in config and k in result}})
     return out
