@@ -40,8 +40,8 @@ def test_the_method_lessons_share_one_budget_in_both_profiles():
 
 
 def test_an_unknown_lesson_names_the_ones_there_are():
-    with pytest.raises(ValueError, match="unknown lesson '08'.*allowed: 00, 01, 02"):
-        lesson_profile("08", get_profile("quick"))
+    with pytest.raises(ValueError, match="unknown lesson '09'.*allowed: 00, 01, 02"):
+        lesson_profile("09", get_profile("quick"))
 
 
 def test_a_profile_without_a_budget_is_refused():

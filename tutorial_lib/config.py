@@ -129,6 +129,10 @@ LESSON_BUDGETS: dict[str, Budget] = {
         "quick": METHOD_LESSON_QUICK,
     },
     "07": METHOD_LESSON,
+    "08": {  # your own data: the sample's 64 training chats; quick fits a 2 GiB Binder session
+        "full": dict(train_steps=80, kl_passages=16),  # 10 passes; every general measure
+        "quick": dict(train_steps=6, batch_size=2, probe_items=16, general_items=4, suite_items=4),
+    },
 }
 
 
