@@ -4,6 +4,7 @@ the preflight that stops a run, on a machine whose free memory the tests set."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from types import SimpleNamespace
 
@@ -277,3 +278,18 @@ def test_preflight_refuses_a_run_a_small_container_would_kill(tiny, monkeypatch,
     model, _ = tiny
     with pytest.raises(WontFitError, match="only 0 MiB"):
         preflight(estimate_of(model, batch=2, seq_len=16), CPU)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_releasing_memory_hands_freed_heap_pages_back_to_the_os():
+    import psutil
+
+    from tutorial_lib.memory.machine import release_memory
+
+    blocks = [bytearray(1000) for _ in range(200_000)]  # ~200 MB of small heap blocks
+    keep = blocks[::500]  # a few survivors pin the heap's top, so it cannot simply shrink
+    del blocks
+    held = psutil.Process().memory_info().rss
+    assert release_memory()
+    assert psutil.Process().memory_info().rss < held - 100 * 2**20
+    assert len(keep) == 400

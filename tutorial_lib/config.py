@@ -110,7 +110,8 @@ METHOD_LESSON: Budget = {
 }
 
 LESSON_BUDGETS: dict[str, Budget] = {
-    "00": {"full": {}, "quick": dict(suite_items=4)},  # quick: 4 items a task show the suite works
+    # quick: 4 items a task show the suite works; batches of 16 keep the kernel in 1.5 GiB (Binder)
+    "00": {"full": {}, "quick": dict(suite_items=4, eval_batch_size=16)},
     "01": {
         "full": dict(domain_facts=55, train_steps=110, general_items=110),  # 4 passes, 220 chats
         "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
@@ -131,7 +132,14 @@ LESSON_BUDGETS: dict[str, Budget] = {
     "07": METHOD_LESSON,
     "08": {  # your own data: the sample's 64 training chats; quick fits a 2 GiB Binder session
         "full": dict(train_steps=80, kl_passages=16),  # 10 passes; every general measure
-        "quick": dict(train_steps=6, batch_size=2, probe_items=16, general_items=4, suite_items=4),
+        "quick": dict(
+            train_steps=6,
+            batch_size=2,
+            eval_batch_size=16,
+            probe_items=16,
+            general_items=4,
+            suite_items=4,
+        ),
     },
 }
 

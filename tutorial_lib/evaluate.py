@@ -26,6 +26,7 @@ from tutorial_lib.general_text import (
     score_general,
 )
 from tutorial_lib.measures import flips, paired_mean_shift
+from tutorial_lib.memory.machine import release_memory
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.reports import RETENTION_MEANING as RETENTION_MEANING
@@ -181,7 +182,7 @@ def evaluate_model(
         passages = score_general(
             model, tokenizer, general, batch_size // 2 or 1, base=base_logprobs
         )
-        return Evaluation(
+        evaluation = Evaluation(
             probe=probe_result,
             domain=domain_result,
             general_ce=passages.ce,
@@ -192,6 +193,8 @@ def evaluate_model(
             else None,
             suite=published,
         )
+    release_memory()  # the scoring's freed pages go back to the OS before training resumes
+    return evaluation
 
 
 def forgetting_report(before: Evaluation, after: Evaluation) -> dict:

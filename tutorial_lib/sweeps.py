@@ -11,13 +11,13 @@ is such a `run`. Also here: configs for sweeps over a method's structure (`top_l
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from tutorial_lib.memory.machine import release_memory
 from tutorial_lib.methods import get_method
 
 SCHEMA = 1  # the results' version: raise it when a summary changes meaning, and every run reruns
@@ -89,7 +89,7 @@ def run_sweep(
         if key not in done:
             done[key] = {"key": key, "config": config, "result": run(**config)}
             append_row(path, done[key])
-            gc.collect()  # a run's model lives in reference cycles: free it before the next loads
+            release_memory()  # a run's model lives in reference cycles: free it before the next
         result = done[key]["result"]
         out.append({**result, **{k: config[k] for k in SHOWN if k in config and k in result}})
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,19 @@ CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
     ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
     ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
 )
+
+
+def release_memory() -> bool:
+    """Collect Python's garbage, then hand freed heap pages back to the OS (glibc's
+    `malloc_trim`): a kernel's peak is its high-water mark, and pages freed but kept by the
+    allocator count towards the next phase's. True where there was an allocator to trim."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0)) or True
+    except (OSError, AttributeError):  # no glibc (e.g. musl): nothing to trim
+        return False
 
 
 def container_memory_left() -> int | None:
