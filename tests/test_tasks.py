@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from tutorial_lib import data, evaluate
-from tutorial_lib.baseline import Baseline
+from tutorial_lib.baseline import Baseline, Suite
 from tutorial_lib.evaluate import evaluate_choices, question_prompt
-from tutorial_lib.experiment import Suite, run_experiment, training_examples
+from tutorial_lib.experiment import run_experiment, training_examples
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import score_continuations
 

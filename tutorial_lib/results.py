@@ -14,6 +14,7 @@ import json
 import math
 import statistics
 
+from tutorial_lib.config import Profile
 from tutorial_lib.rates import RATE_RULE, choose_rate  # noqa: F401 (results.choose_rate)
 
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
@@ -197,6 +198,19 @@ def committed_floor(method: str, name: str = COMMITTED) -> dict | None:
     control run, with the sizes it ran on under "budget"; None when it holds none yet
     (`floor.committed_floor_note` says why, in a line a lesson can print)."""
     return find_committed_floor(method, name)[0]
+
+
+BUDGET = ("domain_facts", "probe_items", "general_items", "batch_size", "max_length")
+
+
+def same_budget(saved: dict, profile: Profile, steps: int) -> bool:
+    """Whether a saved comparison trained and measured on this budget (data sizes and steps),
+    so that its runs can be repeated exactly here."""
+    sizes = saved["ran"]["profile"]
+    done = [r for r in saved["records"] if "error" not in r]
+    return all(sizes[k] == getattr(profile, k) for k in BUDGET) and all(
+        r["steps"] == steps for r in done
+    )
 
 
 def find_committed_floor(method: str, name: str = COMMITTED) -> tuple[dict | None, str]:
