@@ -311,6 +311,6 @@ def test_costs_table_converts_units():
 
     table = costs_table([_lr_run("a", 1e-3, 0.5, 0.9, 3.1)])
     row = table.loc["a 0.001"]
-    assert row["optimizer state (MB)"] == pytest.approx(0.008)
-    assert row["peak memory (GB)"] == pytest.approx(2.0)
-    assert row["checkpoint (MB)"] == pytest.approx(0.004)
+    assert row["optimizer state (MiB)"] == pytest.approx(8000 / 2**20, abs=5e-4)
+    assert row["peak memory (GiB)"] == pytest.approx(2e9 / 2**30, abs=5e-4)
+    assert row["checkpoint (MiB)"] == pytest.approx(4000 / 2**20, abs=5e-4)

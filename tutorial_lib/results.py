@@ -16,6 +16,7 @@ import statistics
 
 from tutorial_lib.config import Profile
 from tutorial_lib.rates import RATE_RULE, choose_rate  # noqa: F401 (results.choose_rate)
+from tutorial_lib.units import gib, mib
 
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
 
@@ -132,7 +133,8 @@ def matched_table(runs: list[dict], target: float):
 
 
 def costs_table(runs: list[dict]):
-    """What each run cost: trainable share, optimizer state, peak memory, time, file size."""
+    """What each run cost: trainable share, optimizer state, peak memory, time, file size
+    (sizes in MiB and GiB, `units`)."""
     import pandas as pd
 
     rows = [
@@ -140,12 +142,12 @@ def costs_table(runs: list[dict]):
             "run": run.get("label") or run["method"],
             "trainable params": run["trainable_params"],
             "trainable %": run["trainable_percent"],
-            "optimizer state (MB)": run["optimizer_state_bytes"] / 1e6,
-            "peak memory (GB)": run["peak_memory_bytes"] / 1e9
+            "optimizer state (MiB)": mib(run["optimizer_state_bytes"]),
+            "peak memory (GiB)": gib(run["peak_memory_bytes"])
             if run["peak_memory_bytes"]
             else None,
             "s/step": run["sec_per_step"],
-            "checkpoint (MB)": run["checkpoint_bytes"] / 1e6,
+            "checkpoint (MiB)": mib(run["checkpoint_bytes"]),
         }
         for run in runs
     ]
