@@ -1,7 +1,7 @@
 """Reading run records: a run at matched domain accuracy, tables of runs and their costs,
 the best run per method, a fair rate per method (`choose_rate`), seed spreads, paired
 differences and the rankings they support, the Pareto front, committed runs beside new ones,
-and the committed noise floor. Matched figures are defined in `matched`; the older functions
+whether a committed comparison ran on this budget, and the committed noise floor. Matched figures are defined in `matched`; the older functions
 here that read them from the base are kept while lessons still call them.
 
 A record is a run's summary (`experiment.summarised_run`, or a comparison's record with its
