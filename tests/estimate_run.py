@@ -48,7 +48,7 @@ def main(method: str, batch: int, seq_len: int, name: str = "tiny", **sharing) -
     examples = [{"input_ids": row, "labels": list(row)} for row in ids]  # every token trained
     with torch.no_grad():  # a model loaded from safetensors is mapped lazily: reading each
         for p in model.parameters():  # weight now keeps its first forward from counting the
-            p.sum()  # page-in (538 MB for the real model) as training memory
+            p.sum()  # page-in (513 MiB for the real model) as training memory
     model = apply_method(model, method)
     trainable, _ = count_params(model)
     per_device = batch // sharing.get("gpus", 1)  # `train` splits each step's batch

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 from tutorial_lib import compare as cmp
+from tutorial_lib import results
 from tutorial_lib.config import LESSON_BUDGETS, get_profile, lesson_profile
 from tutorial_lib.methods import REGISTRY
 
 
 def test_the_committed_comparison_is_every_method_on_the_lessons_budget():
-    saved = cmp.committed()
+    saved = results.committed()
     assert {r["method"] for r in saved["records"]} == set(REGISTRY)
     done = [r for r in saved["records"] if "error" not in r]
     assert len({r["method"] for r in done}) >= 12
@@ -21,17 +22,17 @@ def test_the_committed_comparison_is_every_method_on_the_lessons_budget():
     profile = get_profile("full").with_overrides(
         domain_facts=14, probe_items=120, general_items=16, train_steps=28
     )
-    assert cmp.same_budget(saved, profile, 28) and not cmp.same_budget(saved, profile, 27)
+    assert results.same_budget(saved, profile, 28) and not results.same_budget(saved, profile, 27)
     again = cmp.of_json(saved)
     assert again.target == saved["target"] and again.summary() == saved["summary"]
 
 
 def test_lesson_07s_budget_is_the_one_its_committed_comparison_ran_at():
     """Lesson 07 repeats the committed runs exactly only on their budget (config.py names it)."""
-    saved = cmp.committed()
+    saved = results.committed()
     lesson = lesson_profile("07", get_profile("full"))
-    assert cmp.same_budget(saved, lesson, lesson.train_steps)
-    for size in cmp.BUDGET:
+    assert results.same_budget(saved, lesson, lesson.train_steps)
+    for size in results.BUDGET:
         assert saved["ran"]["profile"][size] == getattr(lesson, size), size
     # the method lessons share it, so their full runs are the comparison's runs
     assert all(LESSON_BUDGETS[n] is LESSON_BUDGETS["07"] for n in ("03", "04", "05"))

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SUMMARY_KEYS
 from tutorial_lib import compare as cmp
-from tutorial_lib import experiment
+from tutorial_lib import experiment, results
 from tutorial_lib.baseline import Baseline
 from tutorial_lib.methods import REGISTRY, Method, get_method
 
@@ -360,14 +360,14 @@ def test_a_ranking_needs_every_seed_to_agree_and_two_standard_errors():
     records += [_record("d", 0, 0.1)]  # one seed: nothing can be said
     diffs = {
         (d["a"], d["b"]): d
-        for d in cmp.paired_differences(records, "domain_accuracy_after", ["a", "b", "c", "d"])
+        for d in results.paired_differences(records, "domain_accuracy_after", ["a", "b", "c", "d"])
     }
     ab = diffs[("a", "b")]
     assert ab["seeds"] == 3 and ab["mean"] == pytest.approx(0.3) and ab["supported"]
     assert ab["se"] == pytest.approx(math.sqrt(0.0025 / 3))  # differences 0.3, 0.25, 0.35
     assert not diffs[("a", "c")]["supported"]  # -0.1, +0.35, +0.3: the seeds disagree
     assert diffs[("a", "d")]["seeds"] == 1 and not diffs[("a", "d")]["supported"]
-    table = cmp.ranking_table(records, "domain_accuracy_after", ["a", "b", "c"])
+    table = results.ranking_table(records, "domain_accuracy_after", ["a", "b", "c"])
     assert table.loc["a − b", "what the seeds support"] == "a higher on every seed"
     assert table.loc["b − c", "what the seeds support"].startswith("no ranking")
 
@@ -380,30 +380,30 @@ def _row(method: str, x: float, y: float, seeds: int = 1) -> dict:
 def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes():
     rows = [_row("a", 0.9, 0.7), _row("b", 0.6, 0.9), _row("c", 0.5, 0.6), _row("d", 0.9, 0.7)]
     rows.append(_row("failed", 1.0, 1.0, seeds=0))  # no finished run: not a point
-    assert cmp.pareto_front(rows, "x", "y") == ["a", "b", "d"]  # c is beaten by both; a = d
+    assert results.pareto_front(rows, "x", "y") == ["a", "b", "d"]  # c is beaten by both; a = d
     memory = [_row("small", 1.0, 0.5), _row("big", 3.0, 0.9), _row("worse", 3.0, 0.4)]
-    assert cmp.pareto_front(memory, "x", "y", higher=(False, True)) == ["small", "big"]
+    assert results.pareto_front(memory, "x", "y", higher=(False, True)) == ["small", "big"]
 
 
 def test_a_missing_committed_comparison_says_how_to_make_one(monkeypatch, tmp_path):
     monkeypatch.setenv("TUTORIAL_LIB_DATA", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError, match="benchmarks/README.md gives the command"):
-        cmp.committed()
+        results.committed()
 
 
 def test_repeated_runs_sit_beside_their_committed_twins():
     saved = [_record("a", 0, 0.5) | {"general_ce_after": 3.0, "sec_per_step": 1.0}]
     live = [_record("a", 0, 0.5) | {"general_ce_after": 3.0, "sec_per_step": 1.4}]
-    table = cmp.side_by_side(live, saved)
+    table = results.side_by_side(live, saved)
     assert table.loc[("a", 0, "domain_accuracy_after"), "here"] == 0.5
     assert table.loc[("a", 0, "sec_per_step"), "committed"] == 1.0
     assert table.loc[("a", 0, "sec_per_step"), "here"] == 1.4
 
 
 def test_the_spread_of_infinite_values_is_undefined_not_an_error():
-    assert cmp.spread([math.inf, math.inf])["mean"] == math.inf
-    assert math.isnan(cmp.spread([math.inf, math.inf])["std"])
-    assert cmp.spread([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
+    assert results.spread([math.inf, math.inf])["mean"] == math.inf
+    assert math.isnan(results.spread([math.inf, math.inf])["std"])
+    assert results.spread([1.0, 3.0])["std"] == pytest.approx(math.sqrt(2))
 
 
 def test_fresh_process_memory_joins_the_summary_by_method():
@@ -413,7 +413,7 @@ def test_fresh_process_memory_joins_the_summary_by_method():
         {"method": "a", "batch": 4, "model_bytes": 100, "measured": 20},
         {"method": "b", "batch": 8, "error": "refused"},
     ]
-    a, b = cmp.with_fresh_memory(rows, runs)
+    a, b = results.with_fresh_memory(rows, runs)
     assert a["training_memory_bytes"]["mean"] == 150
     assert b["training_memory_bytes"]["mean"] is None
 

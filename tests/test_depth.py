@@ -31,7 +31,7 @@ def _run(method: str, fields: dict | None, domain: float, retention: float, lr=1
 
 def test_configured_builds_the_methods_config_from_json_fields():
     seen = {}
-    run = depth.configured(lambda **kwargs: seen.update(kwargs) or {})
+    run = sweeps.configured(lambda **kwargs: seen.update(kwargs) or {})
     run(method="top-layers", method_fields={"k": 4}, lr=1e-4)
     assert seen["method_config"] == TopLayersConfig(k=4) and seen["lr"] == 1e-4
     run(method="chosen-layers", method_fields=json.loads('{"layers": [9]}'))
@@ -42,16 +42,16 @@ def test_configured_builds_the_methods_config_from_json_fields():
 
 def test_sweep_configs_round_trip_through_json_to_the_methods_config():
     seen = {}
-    run = depth.configured(lambda **kwargs: seen.update(kwargs) or {})
+    run = sweeps.configured(lambda **kwargs: seen.update(kwargs) or {})
     for config, expected in (
-        (depth.top_layers(1, 1e-3), TopLayersConfig(k=1)),
-        (depth.one_block(9, 3e-4), ChosenLayersConfig(layers=(9,))),
+        (sweeps.top_layers(1, 1e-3), TopLayersConfig(k=1)),
+        (sweeps.one_block(9, 3e-4), ChosenLayersConfig(layers=(9,))),
     ):
         stored = json.loads(json.dumps(config))  # as the sweep's cache keeps it
         run(**stored)
         assert seen["method_config"] == expected and seen["lr"] == config["lr"]
-    assert depth.top_layers(1, 1e-3)["label"] == "top-layers k=1, lr 0.001"  # lesson 04's rows
-    assert depth.one_block(29, 1e-3)["label"] == "block 29"
+    assert sweeps.top_layers(1, 1e-3)["label"] == "top-layers k=1, lr 0.001"  # lesson 04's rows
+    assert sweeps.one_block(29, 1e-3)["label"] == "block 29"
 
 
 def test_each_config_is_its_own_variant():
@@ -60,7 +60,7 @@ def test_each_config_is_its_own_variant():
         _run("chosen-layers", {"layers": [0, 9]}, 0.5, 0.9),
         _run("ln-tuning", {}, 0.5, 0.9),
     ]
-    assert [depth.variant(r) for r in runs] == [
+    assert [sweeps.variant(r) for r in runs] == [
         "top-layers k=1",
         "chosen-layers layers=0,9",
         "ln-tuning",
@@ -70,7 +70,7 @@ def test_each_config_is_its_own_variant():
 
 def test_matched_table_by_variant_gives_one_row_per_config():
     runs = [_run("top-layers", {"k": k}, 0.4 + 0.1 * k, 0.9) for k in (1, 2)]
-    table = results.matched_table(depth.by_variant(runs), target=0.5)
+    table = results.matched_table(sweeps.by_variant(runs), target=0.5)
     assert list(table.index) == ["top-layers k=1", "top-layers k=2"]
 
 
@@ -104,12 +104,12 @@ def test_a_cached_depth_sweep_on_the_tiny_model(tiny_folder, small_profile, tmp_
     from tutorial_lib.experiment import Runner
 
     run = Runner(Baseline(small_profile, tiny_folder), steps=1)
-    configs = [depth.one_block(i, REGISTRY["chosen-layers"].default_lr) for i in (0, 1)]
+    configs = [sweeps.one_block(i, REGISTRY["chosen-layers"].default_lr) for i in (0, 1)]
     fresh = sweeps.run_sweep(configs, run, tmp_path / "runs.jsonl")
     rerun = lambda **_: pytest.fail("rerun")  # noqa: E731
     cached = sweeps.run_sweep(configs, rerun, tmp_path / "runs.jsonl", where=run.where())
     for runs in (fresh, cached):
-        assert [depth.variant(r) for r in runs] == [
+        assert [sweeps.variant(r) for r in runs] == [
             "chosen-layers layers=0",
             "chosen-layers layers=1",
         ]

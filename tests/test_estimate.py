@@ -163,7 +163,7 @@ def test_a_quantised_base_keeps_embeddings_and_norms_in_its_compute_dtype():
     est = estimate(arch, method="qlora", trainable_fraction=1e-9, compute_dtype="fp32")
     floats = arch.n_params - arch.linear_params
     assert est.weights == pytest.approx(arch.linear_params * 4.127 / 8 + floats * 4, rel=1e-4)
-    assert 155 < est.weights / 2**20 < 175  # measured here: 159 MB (bitsandbytes, CPU)
+    assert 155 < est.weights / 2**20 < 175  # measured here: 159 MiB (bitsandbytes, CPU)
 
 
 @pytest.mark.parametrize("sharding", ["fsdp", "zero3"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tutorial_lib import forgetting, lowrank, quant
+from tutorial_lib import lowrank, quant, results
 from tutorial_lib.evaluate import ChoiceResult, Evaluation, forgetting_report
 from tutorial_lib.memory import (
     ARCHITECTURES,
@@ -135,8 +135,8 @@ def matched_retention() -> float:
     ]
     for run in runs:
         run.update(domain_accuracy_before=0.5, general_ce_before=2.9)
-    path = forgetting.learning_rate_path(runs)
-    return 100 * forgetting.at_domain_accuracy(path, 0.75)["retention"]
+    path = results.learning_rate_path(runs)
+    return 100 * results.at_domain_accuracy(path, 0.75)["retention"]
 
 
 def top_two_blocks_share() -> float:
@@ -155,7 +155,7 @@ def qlora_7b() -> float:
 
 
 def seed_gap_stderr() -> float:
-    from tutorial_lib.compare import paired_differences
+    from tutorial_lib.results import paired_differences
 
     answered = {"a": [3, 4, 2], "b": [2, 2, 2]}  # questions right of 14, seeds 0, 1, 2
     records = [

@@ -218,7 +218,8 @@ def test_matched_accuracy_of_a_run_that_starts_there_is_its_start():
 
 def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny, profile_with):
     """The untrained model, measured on the cheaper subset, lands exactly on the full baseline."""
-    from tutorial_lib.experiment import Suite, evaluate_base, trajectory_point
+    from tutorial_lib.baseline import Suite, evaluate_base
+    from tutorial_lib.experiment import trajectory_point
 
     model, tok = tiny
     profile = profile_with(probe_items=30, domain_facts=2, general_items=6)
@@ -235,7 +236,8 @@ def test_a_mid_run_point_on_a_subset_estimates_the_full_suites_numbers(tiny, pro
 
 
 def test_experiment_measures_mid_run_points_on_the_trajectory_suite(tiny_folder, profile_with):
-    from tutorial_lib.experiment import Suite, run_experiment
+    from tutorial_lib.baseline import Suite
+    from tutorial_lib.experiment import run_experiment
 
     profile = profile_with(probe_items=20, domain_facts=2, general_items=4, batch_size=4)
     mid = Suite.from_profile(profile).subset(10, 2)
@@ -309,6 +311,6 @@ def test_costs_table_converts_units():
 
     table = costs_table([_lr_run("a", 1e-3, 0.5, 0.9, 3.1)])
     row = table.loc["a 0.001"]
-    assert row["optimizer state (MB)"] == pytest.approx(0.008)
-    assert row["peak memory (GB)"] == pytest.approx(2.0)
-    assert row["checkpoint (MB)"] == pytest.approx(0.004)
+    assert row["optimizer state (MiB)"] == pytest.approx(8000 / 2**20, abs=5e-4)
+    assert row["peak memory (GiB)"] == pytest.approx(2e9 / 2**30, abs=5e-4)
+    assert row["checkpoint (MiB)"] == pytest.approx(4000 / 2**20, abs=5e-4)

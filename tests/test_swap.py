@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tutorial_lib import data, swap
-from tutorial_lib.experiment import save_trainable
+from tutorial_lib.checkpoint import save_trainable
 from tutorial_lib.methods import apply_method
 
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from tutorial_lib import data, evaluate
-from tutorial_lib.baseline import Baseline
+from tutorial_lib.baseline import Baseline, Suite
 from tutorial_lib.evaluate import evaluate_choices, question_prompt
-from tutorial_lib.experiment import Suite, run_experiment, training_examples
+from tutorial_lib.experiment import run_experiment, training_examples
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import score_continuations
 
@@ -161,7 +161,7 @@ def test_run_experiment_trains_and_asks_the_specs_task(tiny_folder, small_profil
         Baseline(small_profile, tiny_folder, task="brimvale"),
     )
     assert (
-        result.after.domain.ids == ["b001-e", "b001-e2", "b001-e3", "b001-e4"]
+        result.after.domain.ids == ["b001-e", "b001-e2"]  # quick asks 2 of the 4 wordings
         and result.summary()["spec"]["task"] == "brimvale"
     )
 

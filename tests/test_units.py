@@ -39,3 +39,23 @@ def test_committed_results_name_bytes_in_one_unit_family(path):
     """No decimal `_mb`/`_gb` keys: sizes are `_bytes`, `_mib` or `_gib`."""
     keys = _keys(json.loads(path.read_text()))
     assert not [k for k in keys if re.search(r"_(mb|gb)$", k, re.I)], path.name
+
+
+def test_the_tables_byte_columns_are_in_mib_and_gib():
+    """A known byte count reads as its binary figure in every table that shows a size."""
+    from tutorial_lib.lowrank import gpt3_lora_figures, lora_trainable, rank_costs
+    from tutorial_lib.memory import ARCHITECTURES
+    from tutorial_lib.results import costs_table
+
+    run = {"method": "m", "trainable_params": 1, "trainable_percent": 1.0, "sec_per_step": 1.0}
+    run |= {"optimizer_state_bytes": 3 * 2**20, "peak_memory_bytes": 3 * 2**29}
+    row = costs_table([run | {"checkpoint_bytes": 2**19}]).loc["m"]
+    assert row["optimizer state (MiB)"] == 3 and row["peak memory (GiB)"] == 1.5
+    assert row["checkpoint (MiB)"] == 0.5
+    smol = ARCHITECTURES["SmolLM2-135M"]
+    n = lora_trainable(smol, 8, "attention")
+    costs = rank_costs(smol, ranks=(8,), targets=("attention",)).loc[("attention", 8)]
+    assert costs["AdamW state (MiB)"] == round(8 * n / 2**20, 2)
+    assert costs["adapter file (MiB)"] == round(4 * n / 2**20, 2)
+    paper = {(r["matrices"], r["r"]): r for r in gpt3_lora_figures().to_dict("records")}
+    assert paper[("W_q, W_v", 4)]["fp16 (MiB)"] == 36.0  # 37,748,736 bytes; the paper: "35MB"

@@ -25,14 +25,13 @@ from tutorial_lib.data import TASKS, check_task
 from tutorial_lib.experiment import NotApplicable
 from tutorial_lib.floor import floor_markdown
 from tutorial_lib.methods import REGISTRY, get_method
-from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compare.*
-    COMMITTED,
-    REPEATED,
+from tutorial_lib.results import (  # those in __all__ too: lesson 07 reads them as compare.*
     auto_target,
     committed,
     paired_differences,
     pareto_front,
     ranking_table,
+    same_budget,
     seed_table,
     side_by_side,
     spread,
@@ -41,14 +40,10 @@ from tutorial_lib.results import (  # re-exported: lesson 07 reads them as compa
 )
 from tutorial_lib.sweeps import run_sweep
 
-__all__ = [
-    "COMMITTED",
+__all__ = [  # with the reading of runs (`results`) that lesson 07 calls through this module
     "REGISTRY",
-    "REPEATED",
-    "Baseline",
     "Comparison",
     "ComparisonSpec",
-    "auto_target",
     "committed",
     "compare",
     "of_json",
@@ -390,16 +385,3 @@ def _markdown_cells(row: dict) -> list[str]:
 def of_json(saved: dict) -> Comparison:
     """A saved comparison (`to_json`) back as a Comparison, at the target it was read at."""
     return Comparison(saved["records"], saved["target"], saved.get("floors", []))
-
-
-BUDGET = ("domain_facts", "probe_items", "general_items", "batch_size", "max_length")
-
-
-def same_budget(saved: dict, profile: Profile, steps: int) -> bool:
-    """Whether a saved comparison trained and measured on this budget (data sizes and steps),
-    so that its runs can be repeated exactly here."""
-    sizes = saved["ran"]["profile"]
-    done = [r for r in saved["records"] if "error" not in r]
-    return all(sizes[k] == getattr(profile, k) for k in BUDGET) and all(
-        r["steps"] == steps for r in done
-    )

@@ -2,23 +2,17 @@
 
 A learning-rate sweep varies a number; these sweeps vary the method's config (`top-layers` k,
 `chosen-layers` layers). Their configs (`top_layers`, `one_block`) and `by_variant`, which makes
-each config its own row in `results.matched_table`, live with the sweeps (`sweeps`, re-exported
-here); this module plots a one-block-at-a-time sweep against the block's depth (`by_depth`).
+each config its own row in `results.matched_table`, live with the sweeps (`sweeps`; lesson 04's
+text still names `depth.one_block` and `depth.by_variant`, so those two resolve here too); this
+module plots a one-block-at-a-time sweep against the block's depth (`by_depth`).
 """
 
 from __future__ import annotations
 
 from tutorial_lib import plots
-from tutorial_lib.sweeps import (
-    by_variant,
-    configured,
-    method_fields,
-    one_block,
-    top_layers,
-    variant,
-)
+from tutorial_lib.sweeps import by_variant, method_fields, one_block  # noqa: F401 (lesson 04's text)
 
-__all__ = ["by_depth", "by_variant", "configured", "depth", "one_block", "top_layers", "variant"]
+__all__ = ["by_depth", "by_variant", "depth", "one_block"]
 
 
 def depth(run: dict) -> int:

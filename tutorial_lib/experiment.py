@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tutorial_lib import data
 from tutorial_lib.baseline import Baseline, Suite, evaluate_base, evaluate_suite
-from tutorial_lib.checkpoint import checkpoint_bytes, load_trainable, save_trainable
+from tutorial_lib.checkpoint import checkpoint_bytes, save_trainable
 from tutorial_lib.config import Profile
 from tutorial_lib.evaluate import Evaluation, forgetting_report, run_report
 from tutorial_lib.forgetting import (
@@ -31,18 +31,13 @@ from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.suite import suite_summary
 from tutorial_lib.train import TrainConfig, TrainResult, train
 
-__all__ = [  # with names re-exported from where they now live, for earlier notebooks
-    "Baseline",
+__all__ = [  # with `Suite` and `evaluate_base` from `baseline`: lesson 00 imports them here
     "ExperimentResult",
     "NotApplicable",
     "Runner",
     "Suite",
-    "checkpoint_bytes",
     "evaluate_base",
-    "evaluate_suite",
-    "load_trainable",
     "run_experiment",
-    "save_trainable",
     "summarised_run",
 ]
 

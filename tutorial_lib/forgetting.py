@@ -110,16 +110,3 @@ def general_batches(tokenizer, passages: list[dict], max_length: int, batch_size
     examples = encode_text(tokenizer, passages, max_length)
     pad = tokenizer.pad_token_id
     return [collate(examples[i : i + batch_size], pad) for i in range(0, len(examples), batch_size)]
-
-
-# Moved: reading and tabulating runs is `results`, running and caching sweeps is `sweeps`. The
-# old names still work from here, for notebooks and code written against them.
-from tutorial_lib.results import (  # noqa: E402, F401
-    at_domain_accuracy,
-    best_per_method,
-    comparison_table,
-    costs_table,
-    learning_rate_path,
-    matched_table,
-)
-from tutorial_lib.sweeps import run_sweep  # noqa: E402, F401

@@ -24,6 +24,7 @@ from tutorial_lib.memory import (  # noqa: F401
     target_names,
 )
 from tutorial_lib.methods.lora import LoraLinear, is_target
+from tutorial_lib.units import mib
 
 # --- parameter arithmetic -----------------------------------------------------------------------
 
@@ -62,7 +63,8 @@ GPT3_PAPER_FIGURES = [  # (where in the paper, matrices per layer, r, the figure
 
 def gpt3_lora_figures():
     """The paper's GPT-3 175B counts recomputed as layers x matrices x r·(d + d), with the
-    fp16 adapter size (§4.2: r = 4 on W_q, W_v makes a checkpoint of "roughly 35MB")."""
+    fp16 adapter size in MiB (§4.2: r = 4 on W_q, W_v makes a checkpoint of "roughly 35MB",
+    the paper's unit; 37.7 million bytes, 36.0 MiB)."""
     import pandas as pd
 
     rows = []
@@ -76,7 +78,7 @@ def gpt3_lora_figures():
                 "paper says": printed,
                 "recomputed": n,
                 "share of 175B": f"1 in {GPT3_PARAMS / n:,.0f}",
-                "fp16 MB": round(2 * n / 1e6, 1),
+                "fp16 (MiB)": round(mib(2 * n), 1),
             }
         )
     return pd.DataFrame(rows)
@@ -230,8 +232,8 @@ def rank_costs(
                     "r": r,
                     "trainable": n,
                     "% of base": round(100 * n / base, 3),
-                    "AdamW state (MB)": round(8 * n / 1e6, 2),
-                    "adapter file (MB)": round(4 * n / 1e6, 2),
+                    "AdamW state (MiB)": round(mib(8 * n), 2),
+                    "adapter file (MiB)": round(mib(4 * n), 2),
                 }
             )
     return pd.DataFrame(rows).set_index(["targets", "r"])

@@ -64,7 +64,7 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks so a 500 MB file costs no extra memory."""
+    """SHA-256 of a file, read in chunks so a 500 MiB file costs no extra memory."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -169,7 +169,7 @@ _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime, inode, ends) -> hash, th
 def _cached_sha256(path: Path) -> str:
     """A file's hash, computed once per process while the file is unchanged on disk.
 
-    Hashing the 538 MB model took about a second of every load, several loads a lesson. A
+    Hashing the 513 MiB model took about a second of every load, several loads a lesson. A
     file rewritten since (a corrupt, partial or replaced cache) has another size, time, inode
     or first or last MiB; a new process always hashes the whole file again.
     """

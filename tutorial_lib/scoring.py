@@ -31,7 +31,7 @@ def progress(iterable, desc: str):
     return bar(iterable, desc=desc, leave=False, disable=_QUIET[0])
 
 
-HEAD_ROWS = 256  # positions whose full-vocabulary logits exist at once (256 x 49,152 x 4 B = 50 MB)
+HEAD_ROWS = 256  # rows whose full-vocabulary logits exist at once (256 x 49,152 x 4 B: 48 MiB)
 
 
 def output_layer(model) -> torch.nn.Module:

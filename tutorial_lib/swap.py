@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from tutorial_lib import stopwatch
+from tutorial_lib.checkpoint import load_trainable
 from tutorial_lib.evaluate import DOMAIN_STYLE, adapters_disabled, evaluate_choices
-from tutorial_lib.experiment import load_trainable
 from tutorial_lib.scoring import eval_mode
 
 

@@ -232,7 +232,7 @@ def comparison_explorer(
 
 def _front(rows: list[dict], x: str, y: str) -> list[str]:
     """The Pareto front on two of `plots.AXES`, each the right way up."""
-    from tutorial_lib.compare import pareto_front
     from tutorial_lib.plots import AXES
+    from tutorial_lib.results import pareto_front
 
     return pareto_front(rows, x, y, higher=(AXES[x][2], AXES[y][2]))

@@ -17,6 +17,7 @@ from torch import nn
 from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
 from tutorial_lib.methods.registry import register
 from tutorial_lib.quant import quiet_bitsandbytes
+from tutorial_lib.units import mib
 
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP_UNQUANTISED = ("lm_head",)  # the output head (tied to the embeddings here)
@@ -224,8 +225,8 @@ def footprints(load=None):
             "format": label,
             "bits per weight (arithmetic)": round(predicted_bits[label], 3),
             "bits per weight (measured)": round(8 * linear / n, 3),
-            "linear layers (MB)": round(linear / 1e6, 1),
-            "whole model (MB)": round(whole / 1e6, 1),
+            "linear layers (MiB)": round(mib(linear), 1),
+            "whole model (MiB)": round(mib(whole), 1),
             "whole model / bf16": round(whole / bf16_whole, 3),
         }
         for label, (linear, whole) in measured.items()
