@@ -193,7 +193,7 @@ def evaluate_model(
             else None,
             suite=published,
         )
-    release_memory()  # the scoring's freed pages go back to the OS before training resumes
+    release_memory(collect=False)  # scoring's freed pages go back to the OS before training
     return evaluation
 
 

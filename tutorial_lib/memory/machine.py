@@ -23,11 +23,13 @@ CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
 )
 
 
-def release_memory() -> bool:
-    """Collect Python's garbage, then hand freed heap pages back to the OS (glibc's
-    `malloc_trim`): a kernel's peak is its high-water mark, and pages freed but kept by the
-    allocator count towards the next phase's. True where there was an allocator to trim."""
-    gc.collect()
+def release_memory(collect: bool = True) -> bool:
+    """Collect Python's garbage (with `collect`: about 0.1 s once transformers is loaded), then
+    hand freed heap pages back to the OS (glibc's `malloc_trim`, microseconds): a kernel's peak
+    is its high-water mark, and pages freed but kept by the allocator count towards the next
+    phase's. True where there was an allocator to trim."""
+    if collect:
+        gc.collect()
     if not sys.platform.startswith("linux"):
         return False
     try:
