@@ -215,7 +215,12 @@ def merge_into(committed: dict, report: dict) -> list[str]:
         if row.get("error"):
             continue
         committed.setdefault("lessons", {})[name] = row
-        context = {**report.get("context", {}), "ran": report.get("ran")}
+        ran = dict(report.get("ran") or {})
+        if isinstance(ran.get("command"), str):  # a path on the measuring machine: its name only
+            ran["command"] = " ".join(
+                Path(a).name if a.startswith("/") else a for a in ran["command"].split()
+            )
+        context = {**report.get("context", {}), "ran": ran}
         committed.setdefault("context_by_lesson", {})[name] = context
         committed.setdefault("errors", {}).pop(name, None)
         merged.append(name)

@@ -128,14 +128,15 @@ def test_the_check_is_each_lessons_first_cell_after_the_colab_setup(nb):
 
 
 def test_a_lesson_under_a_small_limit_stops_at_its_first_cell_and_runs_nothing_else(tmp_path):
-    """Lesson 00 in a real kernel, quick profile, 1.9 GB declared: stopped with the routes."""
-    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    """Lesson 01 (quick peak 3.5 GiB) in a real kernel, quick profile, 1.9 GB declared: stopped
+    with the routes (lesson 00 now fits such a session)."""
+    nb = nbformat.read(NOTEBOOKS[1], as_version=4)
     script = tmp_path / "run.py"
     script.write_text(
         "import sys, nbformat\n"
         "from nbclient import NotebookClient\n"
         "from nbclient.exceptions import CellExecutionError\n"
-        f"nb = nbformat.read({str(NOTEBOOKS[0])!r}, as_version=4)\n"
+        f"nb = nbformat.read({str(NOTEBOOKS[1])!r}, as_version=4)\n"
         "for cell in nb.cells:\n"
         "    if cell.cell_type == 'code':\n"
         "        cell.execution_count, cell.outputs = None, []\n"
@@ -188,3 +189,36 @@ def test_routes_file_records_how_it_ran():
     data = json.loads((ROOT / "benchmarks" / "results" / "small-memory.json").read_text())
     ran = provenance.read(data)
     assert ran.versions["torch"] and ran.machine["physical_cores"] >= 1
+
+
+def _committed_quick(lesson: str) -> tuple[str, dict | None]:
+    lessons = lesson_fit.measured_lessons("quick")
+    name = next((n for n in lessons if n[:2] == lesson), lesson)
+    return name, lessons.get(name)
+
+
+@pytest.mark.parametrize("lesson", lesson_fit.BINDER_LESSONS)
+def test_lessons_declared_to_fit_binder_peak_under_one_and_a_half_gib_in_quick(lesson):
+    name, result = _committed_quick(lesson)
+    assert result, f"lesson {lesson} has no committed quick run (benchmarks/run.py --lessons)"
+    peak = lesson_fit.kernel_peak_bytes(result)
+    assert peak and peak <= lesson_fit.BINDER_KERNEL_MIB * 2**20, (name, peak)
+    assert lesson_fit.binder_verdict(name).startswith("yes")
+
+
+def test_the_first_cell_check_passes_for_binder_lessons_in_a_two_gigabyte_session():
+    """Each declared lesson's first-cell check, in a fresh process as a kernel runs it."""
+    names = [_committed_quick(lesson)[0] for lesson in lesson_fit.BINDER_LESSONS]
+    code = (
+        "import sys, torch\n"
+        "from tutorial_lib.lesson_fit import check_lesson\n"
+        "for name in sys.argv[1:]:\n"
+        "    check_lesson(name, 'quick', torch.device('cpu'))\n"
+    )
+    env = {**os.environ, memory.LIMIT_ENV: str(lesson_fit.BINDER_SESSION_MIB)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *names], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("It fits") == len(names), done.stdout
+    assert f"TUTORIAL_MEMORY_LIMIT_MB={lesson_fit.BINDER_SESSION_MIB}" in done.stdout
