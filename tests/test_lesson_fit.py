@@ -81,7 +81,7 @@ def test_the_container_limit_is_read_and_named(monkeypatch, tmp_path):
     usage.write_text(f"{int(1.5 * GiB)}\n")
     monkeypatch.setattr(machine, "CGROUP_FILES", ((str(limit), str(usage)),))
     monkeypatch.delenv(memory.LIMIT_ENV, raising=False)
-    got = lesson_fit.lesson_fit("00_setup_and_baseline", "quick", torch.device("cpu"))
+    got = lesson_fit.lesson_fit("01_full_finetuning", "quick", torch.device("cpu"))  # 3.5 GiB
     assert got.source == "the container's memory limit"
     assert got.free <= GiB // 2 and got.fits() is False
 

@@ -187,11 +187,11 @@ def test_a_run_reports_recall_above_mc_accuracy_and_trajectories_skip_it(
     monkeypatch.setattr(recall, "evaluate_recall", counting)
     baseline = Baseline(small_profile, tiny_folder).with_trajectory(4, 1)
     result = run_experiment(RunSpec("full", steps=2, eval_at=(1,)), baseline)
-    assert asked == [4, 4]  # before and after; not the mid-run point nor its base
+    assert asked == [2, 2]  # before and after (quick: 1 fact x 2 wordings); not mid-run
     assert 1 in [p["step"] for p in result.trajectory]  # measured mid-run, without recall
     s = result.summary()
-    assert s["domain_recall_n_items"] == 4 and "domain_accuracy_after" in s
-    assert s["domain_recall_gained"] + s["domain_recall_lost"] <= 4
+    assert s["domain_recall_n_items"] == 2 and "domain_accuracy_after" in s
+    assert s["domain_recall_gained"] + s["domain_recall_lost"] <= 2
     lines = run_report(s, "tarnwick").splitlines()
     recall_line = next(i for i, line in enumerate(lines) if line.startswith("domain recall"))
     mc_line = next(i for i, line in enumerate(lines) if line.startswith("domain accuracy"))
