@@ -210,17 +210,17 @@ def merge_into(committed: dict, report: dict) -> list[str]:
     """Put a run's lessons that ran without error into the committed results, each with the
     load and provenance of the run that measured it (`context_by_lesson`); returns their names.
     Lessons the run did not time keep their earlier rows."""
+    ran = dict(report.get("ran") or {})
+    if isinstance(ran.get("command"), str):  # a path on the measuring machine: its name only
+        ran["command"] = " ".join(
+            Path(a).name if a.startswith("/") else a for a in ran["command"].split()
+        )
+    context = {**report.get("context", {}), "ran": ran}
     merged = []
     for name, row in report["lessons"].items():
         if row.get("error"):
             continue
         committed.setdefault("lessons", {})[name] = row
-        ran = dict(report.get("ran") or {})
-        if isinstance(ran.get("command"), str):  # a path on the measuring machine: its name only
-            ran["command"] = " ".join(
-                Path(a).name if a.startswith("/") else a for a in ran["command"].split()
-            )
-        context = {**report.get("context", {}), "ran": ran}
         committed.setdefault("context_by_lesson", {})[name] = context
         committed.setdefault("errors", {}).pop(name, None)
         merged.append(name)

@@ -33,9 +33,10 @@ def release_memory(collect: bool = True) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0)) or True
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # no glibc (e.g. musl): nothing to trim
         return False
+    return True
 
 
 def container_memory_left() -> int | None:
