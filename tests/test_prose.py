@@ -92,6 +92,8 @@ def test_html_and_execute_result_outputs_count_tags_removed():
         ("3.04", "3×"),
         ("0.0817 0.1290", "0.08–0.13"),  # a range is two numbers
         ("0.15 0.19", "15 to 19 %"),  # a range sharing its percent sign
+        ("stderr 0.035", "±3.5 points"),  # points are percentage points
+        ("0.017 0.023", "1.7 ± 2.3 points"),  # sharing the unit
     ],
 )
 def test_normalisation_backs(printed, prose_says):
@@ -167,6 +169,10 @@ def test_a_citation_exempts_its_sentence_only(sentence):
         ("paths and files", "In benchmarks/results/lessons-full.json and 05_lora.ipynb."),
         ("versions", "With transformers>=4.56, peft==0.17.1 and Python 3.10."),
         ("quotations", 'A reply that says "1,580 grams" or “$89” states the value.'),
+        (
+            "named sizes",
+            "A 70B model, 7B–65B models, a 135 M model, a 135M-parameter one, 175B, a 48 GB GPU.",
+        ),
         ("a product's factor", "A batch of 8 × 128 tokens."),  # the 128 is checked, see below
     ],
 )
@@ -178,14 +184,18 @@ def test_each_exemption_rule(rule, markdown):
 @pytest.mark.parametrize(
     "markdown, reported",
     [
-        ("It gained 21 points.", ["21"]),  # just above the small integers
+        ("It gained 21 points.", ["21 points"]),  # just above the small integers
         ("It gained 3×.", ["3"]),  # a ratio is a measurement
         ("It costs 5 %.", ["5 %"]),  # so is a percent
-        ("About ±8 points.", ["8"]),  # and an error
+        ("About ±8 points.", ["8 points"]),  # and an error
         ("The model of 2048 tokens.", ["2048"]),  # outside the years
         ("28 steps took 41 s.", ["28", "41"]),  # a count of steps is not a step number
-        ("A 135M model with 1.7M trained.", ["135", "1.7"]),  # a size is not an identifier
+        ("A 135M model with 1.7M trained.", ["1.7"]),  # a count of parameters is measured
+        ("It trains 155M parameters.", ["155"]),  # a size that is not a model's name
+        ("It needs 48 GB on the GPU.", ["48"]),
         ("Lesson 05 took 797 s.", ["797"]),
+        ("When 0.05 < p and p > 0.93.", ["0.05", "0.93"]),  # a comparison is not an HTML tag
+        ('A "quote" then 0.93 and "another".', ["0.93"]),  # prose between two quotations
     ],
 )
 def test_the_exemptions_stop_where_they_should(markdown, reported):
@@ -219,8 +229,8 @@ def test_a_lesson_has_no_more_unbacked_numbers_than_recorded(path):
     allowed = recorded().get(path.stem, 0)
     listing = "\n".join(f"  cell {u.cell}: {u.text!r} in “{u.context}”" for u in found)
     assert len(found) <= allowed, (
-        f"{path.name}: {len(found)} unbacked numbers, {allowed} recorded. Back each new one with an "
-        "output above it, a results file the cell names, or a citation (notebooks/README.md):\n"
+        f"{path.name}: {len(found)} unbacked numbers, {allowed} recorded. Back each new one with "
+        "an output above it, a results file the cell names, or a citation (notebooks/README.md):\n"
         + listing
     )
     assert len(found) == allowed, (

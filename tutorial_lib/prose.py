@@ -7,12 +7,14 @@ of a published source (`CITATION`: "Hu et al." or an author-year "(Dettmers, 201
 
 Numbers are compared after normalisation: separators go ("1,580" = 1580), signs go (prose says
 "fell by 0.04" of a printed -0.04; "−" and "±" are read), a prose number matches any evidence
-that rounds to it at the digits shown ("0.93" matches 0.928; "630" matches 628, rounded to the
-tens; "1e-4" is 0.0001), and a percent matches its fraction either way ("12%" matches 0.12 and 12;
-"0.12" matches a printed "12%"). Units are never converted: "1.4 GiB" is not backed by 1468 MiB.
+that rounds to it at the digits shown ("0.93" matches 0.928; "about 630" matches 628, rounded
+to the tens, but a bare "630" does not; "1e-4" is 0.0001), and a percent or percentage point
+matches its fraction either way ("12%" and "12 points" match 0.12 and 12; "0.12" matches a
+printed "12%"). Units are never converted: "1.4 GiB" is not backed by 1468 MiB.
 
-What is not a measurement is exempt, by the rules in `EXEMPT_SPANS` (text that is not prose) and
-`is_exempt` (small integers, years, lesson/section/step/exercise numbers, ordinals, identifiers).
+What is not a measurement is exempt, by the rules in `EXEMPT_SPANS` (text that is not prose:
+code, links, HTML, paths, versions, quotations) and `is_exempt` (small integers, years, lesson,
+section, step and exercise numbers, ordinals, identifiers, model and GPU sizes as named).
 
     python -m tutorial_lib.prose notebooks/05_lora.ipynb        # the unbacked numbers, by cell
     python -m tutorial_lib.prose --counts notebooks/*.ipynb      # the ratchet's JSON (tests/)
@@ -34,7 +36,7 @@ import nbformat
 EXEMPT_SPANS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("fenced code", re.compile(r"^\s*(```|~~~).*?^\s*\1", re.M | re.S)),
     ("inline code: names and arguments, not claims", re.compile(r"(`+).+?\1", re.S)),
-    ("HTML tags and their attributes", re.compile(r"<[^>\n]+>")),
+    ("HTML tags and their attributes", re.compile(r"</?[A-Za-z][^>\n]*>")),
     ("link and image targets", re.compile(r"\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")),
     ("reference-style link targets", re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.M)),
     ("quotations: examples and quoted claims", re.compile(r'"[^"\n]{1,80}"|“[^”\n]{1,80}”')),
@@ -54,27 +56,35 @@ EXEMPT_SPANS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # The citation marker: a sentence that cites a published source may quote its figures.
 CITATION = re.compile(
     r"\b[A-Z][\w'’-]+ et al\."  # Hu et al.
-    r"|\(\s*[A-Z][\w'’-]+(?:\s+(?:and|&)\s+[A-Z][\w'’-]+)?,\s*(?:19|20)\d\d[a-z]?\b"  # (Dettmers, 2016)
+    # (Dettmers, 2016), (Dettmers and Zettlemoyer, 2023)
+    r"|\(\s*[A-Z][\w'’-]+(?:\s+(?:and|&)\s+[A-Z][\w'’-]+)?,\s*(?:19|20)\d\d[a-z]?\b"
     r"|\b[A-Z][\w'’-]+ \((?:19|20)\d\d[a-z]?[,)]"  # Aghajanyan (2020)
 )
-# Index words: "lesson 05", "lessons 03–07", "§3", "step 28" (the 28th step; "28 steps" is a count
-# and is checked), "exercise 2", "section 4", "cell 12", "figure 1", "table 2", "part 3".
+# Index words: "lesson 05", "lessons 03–07", "§3", "step 28" (the 28th step; "28 steps" is a
+# count and is checked), "exercise 2", "section 4", "cell 12", "figure 1", "table 2", "part 3".
 INDEX = re.compile(
-    r"(?:\b(?:lessons?|sections?|steps?|exercises?|cells?|figures?|fig\.|tables?|parts?|chapters?|questions?)"
-    r"|§)\s*(?:\d+(?:\.\d+)*(?:\s*(?:,|–|-|—|to|and|or|&)\s*)?)+",
+    r"(?:\b(?:lessons?|sections?|steps?|exercises?|cells?|figures?|fig\.|tables?|parts?"
+    r"|chapters?|questions?)|§)\s*(?:\d+(?:\.\d+)*(?:\s*(?:,|–|-|—|to|and|or|&)\s*)?)+",
     re.I,
 )
 SMALL_INTEGER = 20  # integers 0..20 with no decimals, percent, "×" or "±" are counts and indices
 # Before an integer, these let it round to its trailing zeros ("about 630 MB" of 628); without
 # one, an integer matches only evidence that rounds to it at the units.
-APPROXIMATE = re.compile(r"(?:about|around|roughly|approximately|nearly|almost|some|~|≈)\s*$", re.I)
+APPROXIMATE = re.compile(r"(?:about|around|roughly|approximately|nearly|almost|~|≈)\s*$", re.I)
 YEARS = (1990, 2030)  # a bare four-digit integer in this range is a year
 # A number: digits with thousands separators or decimals, an optional exponent and percent. A
 # sign is not part of it: evidence and prose are compared by magnitude.
+# "points" are percentage points, as the lessons use the word ("±3.5 points" of 0.035).
+PERCENT = r"\s?%|\s?(?:percent|per cent|percentage points?|points?|pp)\b"
 NUMBER = re.compile(
     r"(?P<body>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|(?<!\d)\.\d+)"
     r"(?P<exp>[eE][-−+]?\d+\b|\s?[×x]\s?10\^[-−]?\d+)?"
-    r"(?P<pct>\s?%|\s?(?:percent|per cent|percentage points?|pp)\b)?"
+    rf"(?P<pct>{PERCENT})?"
+)
+# A product's name, not a measurement: a model's size as its name gives it ("70B", "7B–65B",
+# "a 135 M model", "135M-parameter") and a GPU's memory ("one 24 GB GPU").
+NAMED_SIZE = re.compile(
+    r"B\b|\s?B\s+parameters\b|\s?[BM](?:\s+models?\b|-parameter\b)|\s?GB\s+GPUs?\b"
 )
 _ROUNDINGS = range(-6, 10)  # decimals an evidence number is rounded to (negative: tens, hundreds)
 
@@ -118,7 +128,7 @@ def _decimals(m: re.Match[str], approximate: bool = False) -> int:
     elif body.strip("0") and approximate:
         shown = -(len(body) - len(body.rstrip("0")))
     else:
-        shown = 0  # "0" is exact
+        shown = 0  # an integer matches at its units
     return shown - _exponent(m)
 
 
@@ -128,8 +138,8 @@ def numbers(text: str) -> list[re.Match[str]]:
 
 
 def is_percent(text: str, m: re.Match[str]) -> bool:
-    """A percent, or the first number of a percent range ("15 to 19 %")."""
-    shared = re.match(r"\s*(?:to|–|-|—)\s*[\d.,]+\s?%", text[m.end() :])
+    """A percent, or the first of two that share one ("15 to 19 %", "1.7 ± 2.3 points")."""
+    shared = re.match(rf"\s*(?:to|–|-|—|±)\s*[\d.,]+(?:{PERCENT})", text[m.end() :])
     return bool(m.group("pct") or shared)
 
 
@@ -145,6 +155,8 @@ def is_exempt(text: str, m: re.Match[str], exempt: list[tuple[int, int]]) -> boo
         return True  # after a hyphenated name: SmolLM2-135M, Llama-3.2-3B, GPT-3 (not "3-5")
     if re.match(r"(?:st|nd|rd|th)\b", after) or after[:1] == "_":
         return True  # an ordinal (28th), or a file-name prefix (05_lora)
+    if "." not in body and NAMED_SIZE.match(text, end):
+        return True  # a product's name: a 70B model, a 24 GB GPU
     plain = "." not in body and "," not in body and not m.group("exp") and not is_percent(text, m)
     ratio = re.match(r"\s?[×x](?!\s?\d)", text[end : end + 6])
     error = text[:start].rstrip().endswith("±")  # "±8" is a measured error, not a count
