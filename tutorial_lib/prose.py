@@ -208,14 +208,17 @@ class Evidence:
 
 
 def output_text(cell: nbformat.NotebookNode) -> str:
-    """What a reader sees of a code cell's outputs: streams and text/* forms, HTML tags removed."""
+    """What a reader sees of a code cell's outputs: streams and text/* forms, HTML tags and
+    style sheets removed (tracebacks and images are not read)."""
     texts = []
     for out in cell.get("outputs", []):
         texts.append(out.get("text", ""))
         for mime, value in out.get("data", {}).items():
             if mime.startswith("text/"):
                 value = "".join(value) if isinstance(value, list) else value
-                texts.append(re.sub(r"<[^>]+>", " ", value) if mime == "text/html" else value)
+                if mime == "text/html":
+                    value = re.sub(r"<(style|script)\b.*?</\1>|<[^>]+>", " ", value, flags=re.S)
+                texts.append(value)
     return "\n".join(texts)
 
 
