@@ -225,3 +225,24 @@ def test_a_sweep_run_can_keep_its_trained_weights(tiny_folder, small_profile, tm
     saved = load_file(str(tmp_path / "adapter.safetensors"))
     assert summary["label"] == "adapter run" and saved
     assert sum(t.numel() for t in saved.values()) == summary["trainable_params"]
+
+
+def test_train_only_trains_the_weights_run_experiment_trains_without_measuring(
+    tiny_folder, small_profile, monkeypatch
+):
+    import torch
+
+    from tutorial_lib import experiment
+
+    spec = RunSpec("ia3", steps=2, lr=1e-2, seed=3, task="brimvale")
+    measured = run_experiment(spec, Baseline(small_profile, tiny_folder, task="brimvale"))
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("train_only evaluated the model")
+
+    monkeypatch.setattr(experiment, "evaluate_suite", no_evaluation)
+    model, result = experiment.train_only(spec, small_profile, tiny_folder)
+    assert result.steps_done == 2 and result.loss_history == measured.train.loss_history
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    reference = dict(measured.model.named_parameters())
+    assert trained and all(torch.equal(p, reference[n]) for n, p in trained.items())

@@ -317,6 +317,22 @@ def run_experiment(
     )
 
 
+def train_only(
+    method: str | RunSpec, profile: Profile, model_name: str | None = None, **spec_fields
+):
+    """Train as `run_experiment` does, measuring nothing: (model, `TrainResult`). For a run that
+    only supplies weights (a file to swap in, say), where two evaluations would be wasted."""
+    spec = run_spec(method, spec_fields)
+    model, tokenizer = load_base_model(model_name or Baseline(profile).model_name)
+    examples = training_examples(
+        tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on, spec.train_file
+    )
+    model = applied(model, spec)
+    penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)
+    config = train_config(spec, profile)
+    return model, train(model, examples, config, tokenizer.pad_token_id, penalties=penalties)
+
+
 def summarised_run(
     baseline: Baseline | None = None,
     *,
