@@ -180,3 +180,16 @@ def test_prefetched_kit_runs_lesson_00_with_no_network(tmp_path):
     assert code and all(c["execution_count"] for c in code)  # every cell ran
     assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
     assert not list((empty_home / ".cache").glob("tutorial_lib/models/*"))  # the kit was used
+    # nbval's check too (the root conftest leaves lesson 00 to this test where it can run):
+    # every cell marked NBVAL_CHECK_OUTPUT prints what the committed lesson printed
+    committed = json.loads(LESSON.read_text())["cells"]
+    checked = [i for i, c in enumerate(committed) if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+    assert checked
+    for i in checked:
+        assert _printed(executed["cells"][i]) == _printed(committed[i]), f"cell {i}"
+
+
+def _printed(cell: dict) -> str:
+    return "".join(
+        "".join(o.get("text", "")) for o in cell["outputs"] if o["output_type"] == "stream"
+    )
