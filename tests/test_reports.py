@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tutorial_lib.evaluate import ChoiceResult, Evaluation, run_report
+from tutorial_lib.recall import RecallResult
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -31,16 +32,29 @@ def _printed(notebook: str, marker: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("notebook", "probe", "general_ce"),
+    ("notebook", "probe", "domain", "recalled", "general_ce"),
     [
-        ("02_catastrophic_forgetting", (360, 244), 3.046),
-        ("03_additive_methods", (120, 83), 2.903),
-        ("04_selective_methods", (120, 83), 2.903),
+        ("02_catastrophic_forgetting", (360, 244), (14, 6), None, 3.046),
+        ("03_additive_methods", (120, 83), (56, 22), 0, 2.903),  # recall by generation first
+        ("04_selective_methods", (120, 83), (14, 6), None, 2.903),
     ],
 )
-def test_the_baseline_report_is_what_the_committed_lessons_printed(notebook, probe, general_ce):
+def test_the_baseline_report_is_what_the_committed_lessons_printed(
+    notebook, probe, domain, recalled, general_ce
+):
     """The counts behind each lesson's committed numbers give back its committed lines."""
-    base = Evaluation(probe=_choices(*probe), domain=_choices(14, 6), general_ce=general_ce)
+    recall = None
+    if recalled is not None:
+        n = domain[0]
+        recall = RecallResult(
+            [f"q{i}" for i in range(n)],
+            ["reply"] * n,
+            ["value"] * n,
+            [True] * recalled + [False] * (n - recalled),
+        )
+    base = Evaluation(
+        probe=_choices(*probe), domain=_choices(*domain), general_ce=general_ce, recall=recall
+    )
     assert _printed(notebook, "print(before.report())").startswith(base.report() + "\n")
 
 
