@@ -24,7 +24,7 @@ from tutorial_lib.forgetting import (
     mix_replay,
 )
 from tutorial_lib.methods import apply_method, get_method
-from tutorial_lib.models import load_base_model
+from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 from tutorial_lib.recall import recall_change
 from tutorial_lib.runspec import RunSpec
 from tutorial_lib.scoring import quiet_progress
@@ -287,17 +287,12 @@ def run_experiment(
     spec = run_spec(method, spec_fields)
     baseline = baseline or Baseline(task=spec.task)
     profile, config = baseline.profile, train_config(spec, baseline.profile)
-    model, tokenizer = load_base_model(baseline.model_name)
-    examples = training_examples(
-        tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on, spec.train_file
-    )
+    model, tokenizer, examples = _loaded(spec, profile, baseline.model_name)
     before = baseline.measure(model, tokenizer, trajectory=bool(spec.eval_at)).before
-    model = applied(model, spec)
-    penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)
     trajectory = [trajectory_point(0, before, before)]
     measure = trajectory_recorder(spec, config.steps, baseline, tokenizer, trajectory)
-    result = train(
-        model, examples, config, tokenizer.pad_token_id, checkpoint_dir, resume, penalties, measure
+    model, result = _trained(
+        model, tokenizer, examples, spec, profile, config, checkpoint_dir, resume, measure
     )
     batch, base_logprobs = profile.eval_batch_size, baseline.base_logprobs
     after = evaluate_suite(model, tokenizer, baseline.suite, batch, base_logprobs)
@@ -318,19 +313,40 @@ def run_experiment(
 
 
 def train_only(
-    method: str | RunSpec, profile: Profile, model_name: str | None = None, **spec_fields
+    method: str | RunSpec, profile: Profile, model_name: str = DEFAULT_MODEL, **spec_fields
 ):
     """Train as `run_experiment` does, measuring nothing: (model, `TrainResult`). For a run that
     only supplies weights (a file to swap in, say), where two evaluations would be wasted."""
     spec = run_spec(method, spec_fields)
-    model, tokenizer = load_base_model(model_name or Baseline(profile).model_name)
+    model, tokenizer, examples = _loaded(spec, profile, model_name)
+    return _trained(model, tokenizer, examples, spec, profile, train_config(spec, profile))
+
+
+def _loaded(spec: RunSpec, profile: Profile, model_name: str):
+    """A fresh base model, its tokenizer, and the spec's encoded training examples."""
+    model, tokenizer = load_base_model(model_name)
     examples = training_examples(
         tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on, spec.train_file
     )
+    return model, tokenizer, examples
+
+
+def _trained(
+    model,
+    tokenizer,
+    examples,
+    spec,
+    profile,
+    config,
+    checkpoint_dir=None,
+    resume=False,
+    on_step=None,
+):
+    """The model prepared as the spec's method (with its penalties) and trained: (model, result)."""
     model = applied(model, spec)
     penalties = build_penalties(model, tokenizer, profile, spec.l2sp, spec.ewc)
-    config = train_config(spec, profile)
-    return model, train(model, examples, config, tokenizer.pad_token_id, penalties=penalties)
+    pad = tokenizer.pad_token_id
+    return model, train(model, examples, config, pad, checkpoint_dir, resume, penalties, on_step)
 
 
 def summarised_run(
