@@ -61,6 +61,22 @@ def test_the_target_is_where_every_method_measured():
     assert table.loc["full", "between lr"] == "1e-05–0.0001"
 
 
+def test_only_methods_whose_recall_rose_beyond_twice_its_error_are_matched():
+    def change(method: str, lr: float, rise: float, se: float | None) -> dict:
+        extra = {"domain_recall_change": rise, "domain_recall_change_stderr": se}
+        return run(method, lr, 0.1 + rise, 0.0, **extra)
+
+    runs = [change("adapter", 1e-3, 0.05, 0.04), change("adapter", 1e-2, 0.30, 0.06)]
+    runs += [change("prompt-tuning", 0.1, 0.07, 0.04), change("prompt-tuning", 0.3, 0.0, 0.0)]
+    runs += [change("ia3", 0.1, 0.5, None)]  # no error recorded: not shown to have learned
+    learned = matched.learned_methods(matched.by_method(runs))
+    assert list(learned) == ["adapter"] and len(learned["adapter"]) == 2  # every run kept
+    assert list(matched.learned_methods(matched.by_method(runs), z=1.0)) == [
+        "adapter",
+        "prompt-tuning",
+    ]
+
+
 def test_a_difference_is_paired_over_shared_items_when_runs_carry_them():
     items = lambda *v: {"forgetting_items": dict(zip("abcd", v))}  # noqa: E731
     a = [run("full", 1e-5, 0.2, 0.0, **items(0, 0, 0, 0)), run("full", 1e-4, 0.6, 0.5)]

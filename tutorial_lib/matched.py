@@ -122,6 +122,21 @@ def by_method(runs: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def learned_methods(
+    groups: dict[str, list[dict]], key: str = "domain_recall_change", z: float = 2.0
+) -> dict[str, list[dict]]:
+    """The methods with a run whose `key` (recall's change from the base) is more than `z` of its
+    standard errors above zero: only they can be matched on how much they learned (a method
+    that learned nothing would set the target at the base). A run without the error counts
+    as not shown to have learned."""
+
+    def rose(run: dict) -> bool:
+        change, se = run.get(key), run.get(f"{key}_stderr")
+        return change is not None and se is not None and change > z * se
+
+    return {m: g for m, g in groups.items() if any(rose(r) for r in g)}
+
+
 def common_target(groups: dict[str, list[dict]], key: str = RECALL) -> tuple[float | None, str]:
     """The target: the middle of the learning range every method measured (the highest of the
     methods' lowest points to the lowest of their highest), so that each method with two points
