@@ -28,6 +28,44 @@ def test_latency_table_has_one_row_per_model_relative_to_the_first(tiny, fake_cl
     assert table.attrs["prompt_tokens"] > 3  # the chat template wraps the question
 
 
+def test_a_method_is_timed_against_its_own_base_in_turns(tiny, fake_clock, monkeypatch):
+    from tutorial_lib.methods import apply_method
+
+    model, tokenizer = tiny
+    applied = apply_method(model, "lora", seed=0)
+    seen = []  # which state each forward pass ran in: the adapter's scaling is 0 when disabled
+    rounds = [(0.05, 0.05), (0.002, 0.003), (0.004, 0.005), (0.003, 0.004)]
+    durations = iter(s for pair in rounds for s in pair)
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=fake_clock))
+
+    def hook(module, args, output):
+        seen.append("off" if module.disable_adapters else "on")
+        fake_clock.advance(next(durations))
+
+    lora_layer = next(m for m in applied.modules() if hasattr(m, "lora_A") and m.lora_A)
+    lora_layer.register_forward_hook(hook)
+    table = latency.against_base(applied, tokenizer, "Hi?", "lora", repeats=3)
+    assert seen == ["off", "on"] * 4  # base first in every round, round 0 included
+    assert list(table.index) == ["base", "lora"]
+    assert list(table["ms per request"]) == [3.0, 4.0]  # medians of 2, 4, 3 and of 3, 5, 4
+    assert list(table["added (%)"]) == [0.0, 33.3]
+
+
+def test_merged_lora_is_timed_in_the_same_rounds_and_unmerged_after(tiny, fake_clock, monkeypatch):
+    from tutorial_lib.methods import apply_method
+
+    model, tokenizer = tiny
+    applied = apply_method(model, "lora", seed=0)
+    layer = next(m for m in applied.modules() if hasattr(m, "lora_A") and m.lora_A)
+    merged_seen = []
+    layer.register_forward_hook(lambda m, a, o: merged_seen.append(bool(m.merged)))
+    more = {"merged": lambda: latency.merged(applied)}
+    table = latency.against_base(applied, tokenizer, "Hi?", "lora", repeats=2, more=more)
+    assert list(table.index) == ["base", "lora", "merged"]
+    assert merged_seen == [False, False, True] * 3
+    assert not layer.merged  # unmerged again afterwards
+
+
 def test_forward_seconds_is_the_median_and_restores_training_mode(tiny, fake_clock, monkeypatch):
     model, tokenizer = tiny
     model.train()
