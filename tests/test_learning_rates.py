@@ -76,3 +76,47 @@ def test_registered_defaults_are_the_measured_best_rates():
         if len(row["rates"]) < 2:
             continue  # one rate tried is not a calibration
         assert get_method(method).default_lr == row["best_lr"], method
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("rate_sweep")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.modules.pop("rate_sweep", None)
+
+
+def _swept(method, lr, recall, se=0.05):
+    return _run(method, lr, 0.7, 0.9) | {
+        "domain_recall_after": recall,
+        "domain_recall_after_stderr": se,
+        "domain_recall_before": 0.0,
+    }
+
+
+def test_the_sweep_records_the_rules_choice_for_methods_whose_three_rates_are_done(sweep):
+    low, mid, high = sweep.RATES["lora"]
+    runs = [_swept("lora", low, 0.50), _swept("lora", mid, 0.58), _swept("lora", high, 0.60)]
+    runs += [_swept("full", sweep.RATES["full"][0], 0.9)]  # one rate of three: not recorded yet
+    runs += [{"method": "ia3", "lr": 0.1, "error": {"type": "RuntimeError", "message": "x"}}]
+    record = sweep.record(runs)
+    assert list(record) == ["lora"]
+    lora = record["lora"]
+    # the best is 0.60 at the highest rate; 0.58 is within one standard error (0.05): the lower
+    assert lora["chosen_lr"] == mid and lora["best_lr"] == high
+    assert not lora["at_the_sweeps_edge"]
+    assert [r["lr"] for r in lora["rates"]] == [low, mid, high]
+    assert set(lora["rates"][0]) == set(sweep.KEPT)
+    assert lora["budget"] == {"steps": 28, "seed": 0, "domain_n_items": 14, "probe_n_items": 120}
+
+
+def test_every_swept_rate_set_has_three_rates_and_shared_methods_name_a_swept_one(sweep):
+    assert all(len(set(rates)) == 3 for rates in sweep.RATES.values())
+    assert set(sweep.SHARED.values()) <= set(sweep.RATES)
+    for method in [*sweep.RATES, *sweep.SHARED]:
+        get_method(method)  # every name is registered
+    configs = sweep.configs(["ia3"], steps=28)
+    assert [c["lr"] for c in configs] == list(sweep.RATES["ia3"])
+    assert all(c["eval_at"] == [] and c["seed"] == 0 for c in configs)
