@@ -145,3 +145,32 @@ def test_compare_runs_one_floor_per_method_kept_apart_from_its_runs(small_profil
     assert result.summary() == again.summary()  # floors never join a method's seeds
     assert "| noise floor of |" in result.markdown() and "noise floor" not in again.markdown()
     assert cmp.of_json(json.loads(json.dumps(result.to_json()))).floors == result.floors
+
+
+def test_a_run_is_judged_against_its_floor_with_the_difference_s_error():
+    from tutorial_lib.floor import beyond_floor, floor_table
+
+    floor = {"label": "floor", "method": "full", "general_ce_change": -0.05}
+    floor |= {"general_ce_change_stderr": 0.02, "forgetting": 0.01, "forgetting_stderr": 0.02}
+    floor |= {"probe_lost": 20, "probe_gained": 24}
+    run = {"label": "run", "method": "full", "general_ce_change": 0.30}
+    run |= {"general_ce_change_stderr": 0.03, "forgetting": 0.03, "forgetting_stderr": 0.02}
+    run |= {"probe_lost": 31, "probe_gained": 37}
+    ce = beyond_floor(run, floor, "general_ce_change")
+    assert ce["difference"] == pytest.approx(0.35) and ce["verdict"] == "beyond"
+    assert ce["se"] == pytest.approx((0.02**2 + 0.03**2) ** 0.5)
+    assert beyond_floor(run, floor, "forgetting")["verdict"] == "within"  # 2 pts, se 2.8
+    assert beyond_floor(floor, run, "general_ce_change")["verdict"] == "below"
+    assert beyond_floor(run, floor, "kl_to_base")["verdict"] == "not measured"
+    shift = {"probe_logprob_shift_stderr": 0.01}
+    worse = beyond_floor(
+        run | shift | {"probe_logprob_shift": -0.2},
+        floor | shift | {"probe_logprob_shift": 0.0},
+        "probe_logprob_shift",
+    )
+    assert worse["verdict"] == "beyond"  # right answers less likely: worse
+    table = floor_table([run], floor)
+    assert list(table.index) == ["floor", "run"]
+    assert table.loc["run", "lost / gained"] == "31 / 37"
+    assert table.loc["run", "net forgot − floor"] == pytest.approx(2.0)  # in points
+    assert table.loc["floor", "ΔCE"] == "within"

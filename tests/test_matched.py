@@ -120,3 +120,26 @@ def test_the_rate_rule_takes_the_lowest_rate_within_the_margin_of_the_best():
     assert again["rates"][1e-3] == pytest.approx(0.70) and again["lr"] == 3e-3
     with pytest.raises(ValueError, match=r"ia3: a rate is chosen from at least 3 rates"):
         choose_rate(sweep("ia3", {1e-3: 0.5, 3e-3: 0.6}))
+
+
+def test_a_run_is_read_against_a_sweep_at_its_own_recall_never_from_the_base():
+    sweep = [
+        run("full", 1e-4, 0.2, 0.02),
+        run("full", 3e-4, 0.6, 0.10),
+        run("full", 1e-3, 0.8, 0.3),
+    ]
+    remedies = [
+        run("full", 3e-4, 0.4, 0.03, label="l2sp", forgetting_stderr=0.015),
+        run("full", 3e-4, 0.1, 0.01, label="replay"),  # below every rate of the sweep
+    ]
+    table = matched.versus_sweep(sweep, remedies, measures=("forgetting",))
+    assert table.loc["l2sp", "reference between lr"] == "0.0001–0.0003"
+    assert table.loc["l2sp", "forgetting (reference)"] == pytest.approx(0.06)  # halfway
+    assert table.loc["l2sp", "forgetting difference"] == pytest.approx(-0.03)
+    assert table.loc["l2sp", "forgetting ±"] == pytest.approx((0.015**2 + 0.02**2) ** 0.5)
+    assert (
+        table.loc["replay", "forgetting difference"] is None
+        or (table["forgetting difference"].isna()["replay"])
+    )
+    assert "stays below" not in table.loc["replay", "no matched figure because"]
+    assert "lowest lr measured already exceeds" in table.loc["replay", "no matched figure because"]

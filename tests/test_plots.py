@@ -34,3 +34,18 @@ def test_labels_of_nearby_points_do_not_overlap():
     fig = plots.learning_vs_forgetting(runs)
     offsets = [text.xyann for text in fig.axes[0].texts]
     assert len(set(offsets)) == 3  # the same point, three labels, three positions
+
+
+def test_learning_vs_forgetting_can_put_recall_on_the_x_axis():
+    runs = [
+        _summary("a", 0.9, 0.8, 3.1) | {"domain_recall_after": 0.4},
+        _summary("b", 0.5, 0.95, 3.0) | {"domain_recall_after": 0.1},
+    ]
+    fig = plots.learning_vs_forgetting(runs, learning="domain_recall")
+    left = fig.axes[0]
+    assert left.collections[0].get_offsets().tolist() == [[0.4, 0.8], [0.1, 0.95]]
+    assert "recall" in left.get_xlabel()
+    import pytest
+
+    with pytest.raises(ValueError, match="learning must be one of"):
+        plots.learning_vs_forgetting(runs, learning="loss")

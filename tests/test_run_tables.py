@@ -37,3 +37,23 @@ def test_failed_runs_are_left_out_and_none_left_is_an_error():
     assert list(table.index) == ["a"]
     with pytest.raises(ValueError, match="no finished run"):
         measures_table([{"label": "x", "method": "ia3", "error": "boom"}])
+
+
+def test_forgetting_then_learning_tables_in_reading_order():
+    from tutorial_lib.run_tables import forgetting_table, learning_table
+
+    extra = {"forgetting": -0.0167, "forgetting_stderr": 0.0229, "probe_logprob_shift": -0.1}
+    extra |= {"probe_logprob_shift_stderr": 0.01, "domain_control_accuracy_after": 0.6}
+    table = forgetting_table([_run("a", **extra)])
+    assert list(table.columns)[:6] == [
+        "ΔCE (nats/token)",
+        "ΔCE ±",
+        "KL to base",
+        "KL ±",
+        "log-prob shift",
+        "log-prob ±",
+    ]
+    assert list(table.columns)[-1] == "retention"  # secondary, last
+    assert table.loc["a", "net forgot (pts)"] == -1.67 and table.loc["a", "net ± (pts)"] == 2.29
+    learned = learning_table([_run("a", **extra)])
+    assert list(learned.columns)[0] == "recall" and learned.loc["a", "MC control"] == 0.6

@@ -11,6 +11,7 @@ comparison holds one per method at its default rate (`tutorial-lib compare --flo
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from tutorial_lib.results import COMMITTED, find_committed_floor
@@ -95,3 +96,51 @@ def committed_floor_note(method: str, run: dict | None = None, name: str = COMMI
     if run is not None and (run["lr"], run["steps"]) != (floor["lr"], floor["steps"]):
         text += f"; this run differs (lr {run['lr']:g}, {run['steps']} steps): --floor for its own"
     return text
+
+
+FLOOR_MEASURES = {  # measure: its name in a table (each with `<measure>_stderr` in a summary)
+    "general_ce_change": "ΔCE",
+    "kl_to_base": "KL",
+    "probe_logprob_shift": "log-prob shift",
+    "forgetting": "net forgot",
+}
+WORSE_WHEN_LOWER = {"probe_logprob_shift"}  # the right answers became less likely
+
+
+def beyond_floor(run: dict, floor: dict, measure: str, z: float = 2.0) -> dict:
+    """`measure` of a run minus its floor's, with the difference's standard error, and the
+    verdict: "beyond" when the run is worse than its floor by more than `z` standard errors,
+    "below" when better by as much, else "within". The two runs share the base, the items and
+    the passages, but only their own errors are recorded, so the error is taken as for
+    independent figures (√(se_run² + se_floor²)): larger than the paired one, so a verdict of
+    "beyond" is conservative."""
+    a, b = run.get(measure), floor.get(measure)
+    se_a, se_b = run.get(f"{measure}_stderr"), floor.get(f"{measure}_stderr")
+    if None in (a, b, se_a, se_b):
+        return {"measure": measure, "difference": None, "se": None, "verdict": "not measured"}
+    diff, se = a - b, math.hypot(se_a, se_b)
+    worse = -diff if measure in WORSE_WHEN_LOWER else diff
+    verdict = "beyond" if worse > z * se else "below" if worse < -z * se else "within"
+    return {"measure": measure, "difference": diff, "se": se, "verdict": verdict}
+
+
+def floor_table(runs: list[dict], floor: dict, z: float = 2.0):
+    """One row per finished run: each forgetting measure's difference from the floor run
+    (`beyond_floor`: ± its se, and whether the run is beyond, within or below the floor), with
+    the probe items each lost and gained; the floor itself as the first row."""
+    import pandas as pd
+
+    rows = []
+    for run in [floor, *runs]:
+        if "error" in run:
+            continue
+        row = {"run": run.get("label") or run["method"]}
+        row["lost / gained"] = f"{run.get('probe_lost')} / {run.get('probe_gained')}"
+        for measure, name in FLOOR_MEASURES.items():
+            d = beyond_floor(run, floor, measure, z)
+            scale = 100 if measure == "forgetting" else 1  # points, as the lessons print it
+            diff = None if d["difference"] is None else round(scale * d["difference"], 3)
+            se = None if d["se"] is None else round(scale * d["se"], 3)
+            row[f"{name} − floor"], row[f"{name} ±"], row[name] = diff, se, d["verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")

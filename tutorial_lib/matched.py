@@ -207,3 +207,44 @@ def table(
             row[f"{measure} ±"] = m.stderr(measure)
         rows.append(row | {"no matched figure because": m.reason or None})
     return pd.DataFrame(rows).set_index("method")
+
+
+def at_own_recall(run: dict, key: str = RECALL) -> Matched:
+    """A single run read at its own learning: exact, no interpolation (its one measured point)."""
+    return matched([run], run[key], "lr", key, run.get("label") or run["method"])
+
+
+def versus_sweep(
+    reference: list[dict],
+    runs: list[dict],
+    measures: tuple[str, ...] = ("general_ce_change", "forgetting"),
+    key: str = RECALL,
+):
+    """Each run against a reference sweep over rates (e.g. plain full fine-tuning), at the run's
+    own recall: the reference is interpolated between its two rates that bracket that recall
+    (`over_rates`, never from the base), the run is its own measured point. Per run and measure:
+    the run's value, the reference's, the difference ± its standard error (`difference`), or the
+    reason there is no matched figure."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        if "error" in run or run.get(key) is None:
+            continue
+        own = at_own_recall(run, key)
+        ref = over_rates(reference, run[key], key)
+        ref = replace(ref, method="reference")
+        row = {"run": own.method, key: run[key]}
+        row["reference between lr"] = (
+            f"{ref.between[0]:g}–{ref.between[1]:g}" if ref.between else None
+        )
+        for measure in measures:
+            d = difference(own, ref, measure)
+            row[f"{measure} (run)"] = run.get(measure)
+            row[f"{measure} (reference)"] = ref.values.get(measure) if ref.values else None
+            row[f"{measure} difference"] = d["difference"]
+            row[f"{measure} ±"] = d["se"]
+        rows.append(row | {"no matched figure because": ref.reason or None})
+    if not rows:
+        raise ValueError(f"no run measured {key}")
+    return pd.DataFrame(rows).set_index("run")

@@ -74,7 +74,7 @@ def training_trajectory(
 def _end_point(run: dict) -> dict:
     """A run summary's end-of-run numbers under the plain names a point needs."""
     point = dict(run)
-    for key in ("domain_accuracy", "general_ce"):
+    for key in ("domain_accuracy", "domain_recall", "general_ce"):
         if f"{key}_after" in run:
             point[key] = run[f"{key}_after"]
     return point
@@ -93,13 +93,24 @@ def _label_offsets(xs: list[float], ys: list[float]) -> list[tuple[int, int]]:
     return offsets
 
 
-def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgetting"):
+LEARNING_AXES = {  # what the x axis of `learning_vs_forgetting` measures, and its label
+    "domain_accuracy": "domain accuracy (held-out questions)",
+    "domain_recall": "domain recall (greedy reply states the value)",
+}
+
+
+def learning_vs_forgetting(
+    runs: list[dict], title: str = "Learning vs forgetting", learning: str = "domain_accuracy"
+):
     """One point per run: domain accuracy (learned) against probe retention (kept).
 
     Each run is a summary from `experiment.summarised_run` (its `_after` numbers are plotted)
     or a dict with `label`, `group`, `domain_accuracy`, `retention` and optionally
     `general_ce`; runs of one group share a colour. Up and to the right is better.
+    `learning="domain_recall"` puts recall by generation on the x axis instead.
     """
+    if learning not in LEARNING_AXES:
+        raise ValueError(f"learning must be one of {sorted(LEARNING_AXES)}, got {learning!r}")
     runs = [_end_point(run) for run in runs]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
     groups = list(dict.fromkeys(run["group"] for run in runs))
@@ -110,7 +121,7 @@ def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgettin
             if any(key not in run for run in members):
                 continue
             ax.scatter(
-                [run["domain_accuracy"] for run in members],
+                [run[learning] for run in members],
                 [run[key] for run in members],
                 marker=markers[k % len(markers)],
                 s=40,
@@ -120,13 +131,13 @@ def learning_vs_forgetting(runs: list[dict], title: str = "Learning vs forgettin
         shown = [run for run in runs if key in run]
         if not shown:
             continue
-        xs, ys = [r["domain_accuracy"] for r in shown], [r[key] for r in shown]
+        xs, ys = [r[learning] for r in shown], [r[key] for r in shown]
         for run, x, y, offset in zip(shown, xs, ys, _label_offsets(xs, ys)):
             ax.annotate(run["label"], (x, y), fontsize=7, xytext=offset, textcoords="offset points")
     left.set_ylabel("probe retention (share of known items kept)")
     right.set_ylabel("general-text cross-entropy (lower is better)")
     for ax in (left, right):
-        ax.set_xlabel("domain accuracy (held-out questions)")
+        ax.set_xlabel(LEARNING_AXES[learning])
     left.legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()

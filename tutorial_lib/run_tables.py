@@ -44,3 +44,65 @@ def measures_table(runs: list[dict]):
     for column in ("probe lost", "probe gained"):
         table[column] = table[column].astype("Int64")  # counts stay whole numbers
     return table.round(3)
+
+
+FORGETTING_COLUMNS = {  # the continuous measures first, then the items counted both ways
+    "ΔCE (nats/token)": "general_ce_change",
+    "ΔCE ±": "general_ce_change_stderr",
+    "KL to base": "kl_to_base",
+    "KL ±": "kl_to_base_stderr",
+    "log-prob shift": "probe_logprob_shift",
+    "log-prob ±": "probe_logprob_shift_stderr",
+    "probe lost": "probe_lost",
+    "probe gained": "probe_gained",
+    "sign test p": "probe_sign_test_p",
+    "net forgot (pts)": "forgetting",
+    "net ± (pts)": "forgetting_stderr",
+    "retention": "retention",
+}
+LEARNING_COLUMNS = {  # recall by generation first; MC accuracy beside it, and its control
+    "recall": "domain_recall_after",
+    "recall change": "domain_recall_change",
+    "recall ±": "domain_recall_change_stderr",
+    "MC acc": "domain_accuracy_after",
+    "MC control": "domain_control_accuracy_after",
+}
+POINTS = {"forgetting", "forgetting_stderr"}  # fractions shown as percentage points
+
+
+def _table(runs: list[dict], columns: dict[str, str]):
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        if "error" in run:
+            continue
+        row = {"run": run.get("label") or run["method"]}
+        for column, key in columns.items():
+            value = run.get(key)
+            row[column] = 100 * value if key in POINTS and value is not None else value
+        rows.append(row)
+    if not rows:
+        raise ValueError("no finished run to show (every record carries an error)")
+    table = pd.DataFrame(rows).set_index("run")
+    for column in ("probe lost", "probe gained"):
+        if column in table:
+            table[column] = table[column].astype("Int64")  # counts stay whole numbers
+    return table.round(3)
+
+
+def forgetting_table(runs: list[dict]):
+    """One row per finished run, forgetting only, in the order it should be read: general-text
+    ΔCE ± se and KL(base ‖ tuned) ± se, the probe's mean log-probability shift of the correct
+    answers ± se (negative: the right answers became less likely), then probe items lost and
+    gained with the exact sign test's p, the net change in points with its paired se (positive:
+    net loss), and retention last (the share of the base's right items still right: it counts
+    losses only)."""
+    return _table(runs, FORGETTING_COLUMNS)
+
+
+def learning_table(runs: list[dict]):
+    """One row per finished run, learning only: recall by generation (level, change and the
+    paired se of the change), then multiple-choice accuracy and the same choices scored after an
+    unrelated question (the control: what survives it is recognition of the trained string)."""
+    return _table(runs, LEARNING_COLUMNS)
