@@ -11,6 +11,7 @@ comparison holds one per method at its default rate (`tutorial-lib compare --flo
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from tutorial_lib.results import COMMITTED, find_committed_floor
@@ -95,3 +96,51 @@ def committed_floor_note(method: str, run: dict | None = None, name: str = COMMI
     if run is not None and (run["lr"], run["steps"]) != (floor["lr"], floor["steps"]):
         text += f"; this run differs (lr {run['lr']:g}, {run['steps']} steps): --floor for its own"
     return text
+
+
+# the measures a run is read against its floor by: (summary key, its standard error's key, label)
+FLOOR_MEASURES = (
+    ("general_ce_change", "general_ce_change_stderr", "ΔCE on general text (nats/token)"),
+    ("kl_to_base", "kl_to_base_stderr", "KL(base ‖ tuned) (nats/token)"),
+    ("probe_logprob_shift", "probe_logprob_shift_stderr", "log-prob of probe answers"),
+    ("forgetting", "forgetting_stderr", "probe forgetting (lost − gained) / n"),
+)
+BEYOND_SE = 2.0  # a difference beyond this many of its standard errors is read as real
+
+
+def against_floor(run: dict, floor: dict, z: float = BEYOND_SE):
+    """Each forgetting measure of `run` beside its floor's: the difference, its standard error
+    (the two runs' errors combined as independent: a conservative bound, since both are measured
+    on the same items) and a verdict, "beyond the floor" only when the difference exceeds `z`
+    standard errors in the direction of damage. A measure either run lacks is left out."""
+    import pandas as pd
+
+    rows = []
+    for key, se_key, label in FLOOR_MEASURES:
+        a, b = run.get(key), floor.get(key)
+        if a is None or b is None:
+            continue
+        se_a, se_b = run.get(se_key), floor.get(se_key)
+        diff = a - b
+        if key == "probe_logprob_shift":
+            diff = -diff  # damage lowers the correct answers' log-probability
+        se = math.sqrt(se_a**2 + se_b**2) if se_a is not None and se_b is not None else None
+        if se is None:
+            verdict = "no error estimate"
+        elif diff > z * se:
+            verdict = "beyond the floor"
+        elif diff < -z * se:
+            verdict = "below the floor"
+        else:
+            verdict = "within the floor"
+        rows.append(
+            {
+                "measure": label,
+                "this run": a,
+                "floor": b,
+                "damage beyond floor": diff,
+                "±": se,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows).set_index("measure").round(4)
