@@ -174,3 +174,41 @@ def test_a_run_is_judged_against_its_floor_with_the_difference_s_error():
     assert table.loc["run", "lost / gained"] == "31 / 37"
     assert table.loc["run", "net forgot − floor"] == pytest.approx(2.0)  # in points
     assert table.loc["floor", "ΔCE"] == "within"
+
+
+def test_a_run_is_read_against_its_floor_in_the_direction_of_damage():
+    from tutorial_lib.floor import against_floor
+
+    run = {
+        "general_ce_change": 0.30, "general_ce_change_stderr": 0.03,
+        "kl_to_base": 0.12, "kl_to_base_stderr": 0.04,
+        "probe_logprob_shift": -0.50, "probe_logprob_shift_stderr": 0.05,
+        "forgetting": -0.02, "forgetting_stderr": 0.03,
+    }  # fmt: skip
+    floor = {
+        "general_ce_change": 0.10, "general_ce_change_stderr": 0.04,
+        "kl_to_base": 0.10, "kl_to_base_stderr": 0.03,
+        "probe_logprob_shift": 0.10, "probe_logprob_shift_stderr": 0.05,
+        "forgetting": 0.05, "forgetting_stderr": 0.03,
+    }  # fmt: skip
+    table = against_floor(run, floor)
+    verdicts = dict(zip(table.index, table["verdict"]))
+    assert list(verdicts.values()) == [
+        "beyond the floor",  # 0.20 against 2 x 0.05
+        "within the floor",  # 0.02 against 2 x 0.05
+        "beyond the floor",  # the answers' log-prob fell 0.60 more than the floor's
+        "within the floor",  # gained more than lost, but -0.07 is within 2 x 0.042
+    ]
+    assert table["±"].iloc[0] == pytest.approx(0.05)
+    assert table["damage beyond floor"].iloc[2] == pytest.approx(0.60)
+    better = against_floor({**run, "forgetting": -0.20}, floor)
+    assert better["verdict"].iloc[-1] == "below the floor"
+
+
+def test_a_measure_without_an_error_or_a_value_is_said_so_or_left_out():
+    from tutorial_lib.floor import against_floor
+
+    run = {"general_ce_change": 0.3, "general_ce_change_stderr": None, "kl_to_base": 0.1}
+    table = against_floor(run, {"general_ce_change": 0.1, "general_ce_change_stderr": 0.01})
+    assert list(table.index) == ["ΔCE on general text (nats/token)"]
+    assert table["verdict"].iloc[0] == "no error estimate"

@@ -132,7 +132,10 @@ def test_trainer_s_built_in_schedule_differs_only_in_its_warm_up(tmp_path):
 
 @pytest.mark.parametrize(
     "method",
-    [m if m != "qlora" else pytest.param(m, marks=needs_bnb) for m in practitioner.PEFT_METHODS],
+    [
+        m if m != "qlora" else pytest.param(m, marks=needs_bnb)
+        for m in practitioner.PRACTITIONER_METHODS
+    ],
 )
 def test_both_paths_train_the_same_weights_from_the_same_loss(method, agreed):
     result = agreed(method)
@@ -202,3 +205,12 @@ def test_lora_agrees_on_the_real_model():
     assert result.library_trainable == result.peft_trainable == 2_442_240
     assert result.first_step_gap <= FIRST_STEP_RTOL
     assert math.isfinite(result.library_losses[0])
+
+
+def test_full_fine_tuning_is_the_plain_model_every_weight_trained(tiny_dir):
+    model, _ = practitioner.peft_model("full", tiny_dir)
+    assert not hasattr(model, "peft_config")  # no peft wrapper: transformers' model as loaded
+    every = sum(p.numel() for p in model.parameters())  # a tied matrix once
+    assert practitioner.trainable_count(model) == every
+    model.lm_head.weight.requires_grad_(False)
+    assert practitioner.trainable_count(model) < every

@@ -41,6 +41,7 @@ def library_method(method: str, tokenizer, compute_dtype: str = "auto") -> tuple
         "prefix-tuning-mlp": ("prefix-tuning", PrefixConfig(projection=True)),
         "ia3": ("ia3", None),
         "ln-tuning": ("ln-tuning", None),
+        "full": ("full", None),  # no peft: transformers' model as loaded (`practitioner`)
     }
     if method not in configs:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(configs)}")
@@ -121,7 +122,7 @@ def _library_run(method, name, rows, steps, lr, seed, max_length, compute_dtype)
 
 def _peft_run(method, name, rows, steps, lr, seed, max_length, compute_dtype):
     model, tokenizer = practitioner.peft_model(method, name, compute_dtype, seed=seed)
-    trainable = model.get_nb_trainable_parameters()[0]  # what print_trainable_parameters prints
+    trainable = practitioner.trainable_count(model)  # what print_trainable_parameters prints
     dataset = practitioner.chat_dataset(tokenizer, rows, max_length=max_length)
     with tempfile.TemporaryDirectory() as out:
         args = practitioner.training_arguments(

@@ -112,9 +112,18 @@ METHOD_LESSON: Budget = {
 LESSON_BUDGETS: dict[str, Budget] = {
     # quick: 4 items a task show the suite works; batches of 16 keep the kernel in 1.5 GiB (Binder)
     "00": {"full": {}, "quick": dict(suite_items=4, eval_batch_size=16)},
-    "01": {
-        "full": dict(domain_facts=55, train_steps=110, general_items=110),  # 4 passes, 220 chats
-        "quick": dict(domain_facts=6, train_steps=16),  # 5 passes over 6 facts x 4 phrasings
+    "01": {  # the method lessons' run (lesson 07 compares it), the suite, and its noise floor
+        "full": {**METHOD_LESSON["full"], "suite_items": 100},  # 56 recall questions
+        "quick": dict(  # every cell on a few items: 2 facts, 4 steps, 2 suite items a task
+            domain_facts=2,
+            train_steps=4,
+            batch_size=4,
+            probe_items=16,
+            general_items=2,
+            kl_passages=2,
+            suite_items=2,
+            eval_batch_size=16,
+        ),
     },
     "02": {
         "full": dict(

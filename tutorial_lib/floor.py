@@ -144,3 +144,39 @@ def floor_table(runs: list[dict], floor: dict, z: float = 2.0):
             row[f"{name} − floor"], row[f"{name} ±"], row[name] = diff, se, d["verdict"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
+
+
+FLOOR_LABELS = {  # the same measures, named in full (one run's table, `against_floor`)
+    "general_ce_change": "ΔCE on general text (nats/token)",
+    "kl_to_base": "KL(base ‖ tuned) (nats/token)",
+    "probe_logprob_shift": "log-prob of probe answers",
+    "forgetting": "probe forgetting (lost − gained) / n",
+}
+
+
+def against_floor(run: dict, floor: dict, z: float = 2.0):
+    """One run beside its floor, a row per forgetting measure (`beyond_floor`): both values,
+    the damage beyond the floor (signed so that positive is worse, also for the answers'
+    log-probability, which damage lowers), its standard error and the verdict. A measure
+    either run lacks is left out; one without an error says so."""
+    import pandas as pd
+
+    rows = []
+    for measure, label in FLOOR_LABELS.items():
+        a, b = run.get(measure), floor.get(measure)
+        if a is None or b is None:
+            continue
+        d = beyond_floor(run, floor, measure, z)
+        damage = -(a - b) if measure in WORSE_WHEN_LOWER else a - b
+        verdict = "no error estimate" if d["se"] is None else f"{d['verdict']} the floor"
+        rows.append(
+            {
+                "measure": label,
+                "this run": a,
+                "floor": b,
+                "damage beyond floor": damage,
+                "±": d["se"],
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows).set_index("measure").round(4)

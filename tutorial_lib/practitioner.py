@@ -194,6 +194,17 @@ PEFT_METHODS = (
 )
 
 
+PRACTITIONER_METHODS = ("full", *PEFT_METHODS)  # what `peft_model` builds: full needs no peft
+
+
+def trainable_count(model) -> int:
+    """Trainable parameters, each shared tensor once: what `print_trainable_parameters` prints
+    for a peft model, and the same count for a plain one (full fine-tuning)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()[0]
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 # --- QLoRA: a 4-bit base, prepared for k-bit training ----------------------------------------
 
 
@@ -229,7 +240,8 @@ def qlora_model(
 
 
 def peft_model(method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float32, seed: int = 0):
-    """(peft model, tokenizer) for a method of `PEFT_METHODS`: load, configure, wrap.
+    """(peft model, tokenizer) for a method of `PEFT_METHODS`: load, configure, wrap; for
+    "full" (`PRACTITIONER_METHODS`), the plain transformers model, every weight trainable.
 
     The seed is set just before `get_peft_model`: LoRA's A and a prefix start random.
     """
@@ -237,6 +249,8 @@ def peft_model(method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float
 
     if method == "qlora":
         return qlora_model(name, compute_dtype, seed)
+    if method == "full":  # full fine-tuning needs no peft: the model as loaded trains every weight
+        return load_model(name)
     model, tokenizer = load_model(name)
     config = peft_config(method, resolve_model(name))
     torch.manual_seed(seed)
