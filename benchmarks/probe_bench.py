@@ -114,47 +114,74 @@ def lm_eval_task_config(data_file: Path) -> dict:
     }
 
 
-def write_lm_eval_task(items: list[dict], folder: Path) -> Path:
-    """The items as JSONL plus the task YAML beside them; lm-eval reads both offline."""
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    """Rows as JSON lines (what lm-eval's local `json` dataset reads)."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_task_yaml(config: dict, folder: Path) -> Path:
+    """An lm-eval task config as `{task}.yaml` in `folder` (what `TaskManager(include_path=)`
+    finds)."""
     import yaml
 
-    data_file = folder / "probe.jsonl"
-    data_file.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
-    task_file = folder / f"{LM_EVAL_TASK}.yaml"
-    task_file.write_text(yaml.safe_dump(lm_eval_task_config(data_file), sort_keys=False))
+    task_file = folder / f"{config['task']}.yaml"
+    task_file.write_text(yaml.safe_dump(config, sort_keys=False))
     return task_file
+
+
+def write_lm_eval_task(items: list[dict], folder: Path) -> Path:
+    """The items as JSONL plus the task YAML beside them; lm-eval reads both offline."""
+    data_file = write_jsonl(items, folder / "probe.jsonl")
+    return write_task_yaml(lm_eval_task_config(data_file), folder)
+
+
+def load_hflm(batch_size: int, peft: Path | None = None):
+    """lm-eval's HF model on the offline base model's folder (with a peft adapter folder, if
+    given), in float32 on our device: (model, seconds to load)."""
+    from lm_eval.models.huggingface import HFLM
+
+    extra = {"peft": str(peft)} if peft else {}
+    return timed(
+        HFLM,
+        pretrained=resolve_model(DEFAULT_MODEL),
+        batch_size=batch_size,
+        device=str(get_device()),
+        dtype="float32",
+        **extra,
+    )
+
+
+def lm_eval_task_run(lm, tasks, name: str) -> tuple[dict, list[dict], float]:
+    """One task through `simple_evaluate`: (its results, its samples by doc_id, seconds)."""
+    from lm_eval import simple_evaluate
+
+    out, seconds = timed(
+        simple_evaluate,
+        model=lm,
+        tasks=[name],
+        task_manager=tasks,
+        log_samples=True,
+        bootstrap_iters=0,
+        verbosity="WARNING",
+    )
+    samples = sorted(out["samples"][name], key=lambda x: x["doc_id"])
+    return out["results"][name], samples, seconds
 
 
 def run_lm_eval(items: list[dict], batch_size: int) -> dict:
     """Per-item log-likelihoods and accuracies from lm-eval, and its load and eval seconds."""
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory() as tmp:
         write_lm_eval_task(items, Path(tmp))
         tasks = TaskManager(include_path=tmp, include_defaults=False)
-        lm, load_s = timed(
-            HFLM,
-            pretrained=resolve_model(DEFAULT_MODEL),
-            batch_size=batch_size,
-            device=str(get_device()),
-            dtype="float32",
-        )
-        out, eval_s = timed(
-            simple_evaluate,
-            model=lm,
-            tasks=[LM_EVAL_TASK],
-            task_manager=tasks,
-            log_samples=True,
-            bootstrap_iters=0,
-            verbosity="WARNING",
-        )
-    samples = sorted(out["samples"][LM_EVAL_TASK], key=lambda x: x["doc_id"])
+        lm, load_s = load_hflm(batch_size)
+        results, samples, eval_s = lm_eval_task_run(lm, tasks, LM_EVAL_TASK)
     return {
         "lls": [[float(r[0]) for r in sample["filtered_resps"]] for sample in samples],
-        "acc": out["results"][LM_EVAL_TASK]["acc,none"],
-        "acc_norm": out["results"][LM_EVAL_TASK]["acc_norm,none"],
+        "acc": results["acc,none"],
+        "acc_norm": results["acc_norm,none"],
         "load_seconds": load_s,
         "eval_seconds": eval_s,
     }
