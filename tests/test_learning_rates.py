@@ -15,14 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "results" / "learning-rates.json"
 
 
-@pytest.fixture(scope="module")
-def rates():
+def _benchmark(name: str):
+    """Import a script of benchmarks/ for the module's tests, then forget it."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        yield importlib.import_module("learning_rates")
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-        sys.modules.pop("learning_rates", None)
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def rates():
+    yield from _benchmark("learning_rates")
 
 
 def _run(method, lr, domain, retention, config=None):
@@ -80,12 +85,7 @@ def test_registered_defaults_are_the_measured_best_rates():
 
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        yield importlib.import_module("rate_sweep")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-        sys.modules.pop("rate_sweep", None)
+    yield from _benchmark("rate_sweep")
 
 
 def _swept(method, lr, recall, se=0.05):

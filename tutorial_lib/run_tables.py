@@ -28,22 +28,7 @@ COLUMNS = {  # column: the summary key it shows
 def measures_table(runs: list[dict]):
     """One row per finished run: ΔCE ± se, KL ± se, probe items lost / gained and the sign test's
     p, retention, then recall (± the paired se of its change) and MC accuracy."""
-    import pandas as pd
-
-    rows = []
-    for run in runs:
-        if "error" in run:
-            continue
-        row = {"run": run.get("label") or run["method"]}
-        for column, key in COLUMNS.items():
-            row[column] = run.get(key)
-        rows.append(row)
-    if not rows:
-        raise ValueError("no finished run to show (every record carries an error)")
-    table = pd.DataFrame(rows).set_index("run")
-    for column in ("probe lost", "probe gained"):
-        table[column] = table[column].astype("Int64")  # counts stay whole numbers
-    return table.round(3)
+    return _table(runs, COLUMNS)
 
 
 FORGETTING_COLUMNS = {  # the continuous measures first, then the items counted both ways
