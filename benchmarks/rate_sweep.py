@@ -2,7 +2,8 @@
 a rule written down before the sweep (`rates.RATE_RULE`), with recall by generation.
 
 Every method trains on the method lessons' `full` budget (`config.METHOD_LESSON`: 14 facts, 28
-steps of 8 chats, seed 0) at the three rates in `RATES`, and each run is evaluated as a lesson
+steps of 8 chats, seed 0) at the three rates in `RATES` (four where the first
+three put the choice at the sweep's top edge), and each run is evaluated as a lesson
 evaluates it: recall on every held-out wording (56 questions), multiple choice and its control,
 the probe with losses and gains, general-text cross-entropy and KL to the base. No mid-run
 points: the rule reads the end of each run. The runs are cached in a JSONL file, so a stopped
@@ -35,14 +36,15 @@ from tutorial_lib.config import get_profile, lesson_profile
 from tutorial_lib.rates import RATE_RULE, choose_rate
 from tutorial_lib.sweeps import read_cache, run_sweep
 
-RATES: dict[str, tuple[float, float, float]] = {  # the headline methods first
-    "full": (3e-5, 1e-4, 3e-4),
+RATES: dict[str, tuple[float, ...]] = {  # the headline methods first; a fourth rate where the
+    # first three put the rule's choice at the sweep's top edge
+    "full": (3e-5, 1e-4, 3e-4, 1e-3),
     "lora": (1e-3, 3e-3, 1e-2),
     "qlora": (1e-3, 3e-3, 1e-2),
     "adapter": (3e-3, 1e-2, 3e-2),
     "ia3": (3e-2, 1e-1, 3e-1),
     "ln-tuning": (3e-3, 1e-2, 3e-2),
-    "top-layers": (3e-4, 1e-3, 3e-3),
+    "top-layers": (3e-4, 1e-3, 3e-3, 1e-2),
     "dora": (1e-3, 3e-3, 1e-2),
     "prompt-tuning": (1e-1, 3e-1, 1.0),
     "prefix-tuning": (3e-2, 1e-1, 3e-1),

@@ -277,6 +277,8 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
     assert [row["seeds"] for row in result["summary"]] == [2, 2]
     table = md.read_text()
     assert table.startswith("| method | family | lr | seeds |") and "| lora |" in table
+    assert "| method | lr | seeds | recall |" in table  # the new measures, per method
+    assert [row["seeds"] for row in result["measures"]] == [2, 2]
     assert table in proc.stdout and "runs cached in" in proc.stderr
     assert proc.stderr.count("run: ") == 4
     again = cli(*args, "--json", str(out))  # everything cached: no training bar, same records
@@ -290,7 +292,7 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
 
 def test_compare_command_sizes_the_budget_and_seeds_per_method(tiny_folder, tmp_path):
     out, runs = tmp_path / "out.json", tmp_path / "runs.jsonl"
-    args = ["compare", "--methods", "ia3", "--seeds-for", "lora=2", "--steps", "1"]
+    args = ["compare", "--methods", "ia3", "--seeds-for", "lora=2", "--steps", "2", "--no-mid-run"]
     args += ["--facts", "1", "--probe-items", "4", "--general-items", "1"]
     args += ["--model", tiny_folder, "--profile", "quick", "--runs", str(runs)]
     proc = cli(*args, "--json", str(out))
@@ -303,6 +305,8 @@ def test_compare_command_sizes_the_budget_and_seeds_per_method(tiny_folder, tmp_
     ]
     assert {r["probe_n_items"] for r in result["records"]} == {4}
     assert {r["domain_n_items"] for r in result["records"]} == {2}  # 1 fact, quick asks 2 wordings
+    assert all(r["load_average"] >= 0 for r in result["records"])  # beside each step time
+    assert {len(r["trajectory"]) for r in result["records"]} == {2}  # steps 0 and 1: no halfway
     sizes = result["ran"]["profile"]
     assert (sizes["domain_facts"], sizes["probe_items"], sizes["general_items"]) == (1, 4, 1)
 

@@ -202,6 +202,11 @@ def add_compare_parser(sub) -> None:
         help="more (or fewer) seeds for some methods, e.g. full=3,lora=3",
     )
     cmd.add_argument("--steps", type=_positive_int, help="optimizer steps (default: profile's)")
+    cmd.add_argument(
+        "--no-mid-run",
+        action="store_true",
+        help="evaluate each run at its end only (default: also halfway, for the trajectory)",
+    )
     cmd.add_argument("--facts", type=_positive_int, help="domain facts (default: profile's)")
     cmd.add_argument("--probe-items", type=_positive_int, help="probe items (default: profile's)")
     cmd.add_argument(

@@ -216,6 +216,7 @@ def compare(args) -> int:
         seeds_for=args.seeds_for,
         floors=args.floors,
         steps=args.steps,
+        eval_at=() if args.no_mid_run else None,
         task=args.task or TASKS[0],
     )
     runs = args.runs or Path(f"compare-{profile.name}-runs.jsonl")
@@ -227,9 +228,14 @@ def compare(args) -> int:
         retry_failed=args.retry_failed,
         on_run=lambda method, seed: print(f"run: {method}, seed {seed}", file=sys.stderr),
     )
-    table = result.markdown()
+    from tutorial_lib import method_table
+
+    rows = method_table.method_rows(result.records, result.floors)  # the new measures per method
+    table = result.markdown() + "\n" + method_table.markdown(rows)
+    table += "\n" + method_table.suite_markdown(rows) if any(r["suite"] for r in rows) else ""
     print(table, end="")
-    _write_json(args.json, {**result.to_json(), "ran": _how_it_ran(profile)})
+    saved = {**result.to_json(), "measures": rows, "ran": _how_it_ran(profile)}
+    _write_json(args.json, saved)
     if args.markdown:
         args.markdown.write_text(table)
         print(f"wrote {args.markdown}")

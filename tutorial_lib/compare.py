@@ -180,7 +180,14 @@ def run_one(
     if summary["interrupted"]:
         raise KeyboardInterrupt  # a part-trained run is not a result: it reruns on resume
     gain = summary["domain_accuracy_after"] - summary["domain_accuracy_before"]
-    return {**summary, "family": get_method(method).family, "domain_gain": gain}
+    # the load beside the step time: a busy machine's seconds are not this method's
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        **summary,
+        "family": get_method(method).family,
+        "domain_gain": gain,
+        "load_average": load,
+    }
 
 
 def drop_failed(path: Path) -> int:
