@@ -140,6 +140,8 @@ def test_compare_runs_one_floor_per_method_kept_apart_from_its_runs(small_profil
     floors = [(c["method"], c["seed"], c["lr"]) for c in calls if c["train_on"] == "general"]
     assert floors == [(m, 0, get_method(m).default_lr) for m in ("full", "lora")]
     assert len(calls) == 6  # and the floorless comparison after it was read back, not rerun
+    order = [(c["method"], c["seed"], c["train_on"]) for c in calls]  # floors after seed 0
+    assert [o[2] for o in order] == ["domain"] * 2 + ["general"] * 2 + ["domain"] * 2
     assert [r["method"] for r in result.floors] == ["full", "lora"] and not again.floors
     assert all(r["train_on"] == "domain" for r in result.records)
     assert result.summary() == again.summary()  # floors never join a method's seeds

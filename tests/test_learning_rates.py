@@ -13,6 +13,7 @@ from tutorial_lib.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "results" / "learning-rates.json"
+SWEEP_RECORD = ROOT / "benchmarks" / "results" / "rate-sweep.json"  # rates.RATE_RULE's choices
 
 
 def _benchmark(name: str):
@@ -74,13 +75,16 @@ def test_a_row_that_is_not_a_sweep_result_is_named_by_file_and_line(rates, tmp_p
         rates.read_runs([sweep])
 
 
-def test_registered_defaults_are_the_measured_best_rates():
-    measured = json.loads(RECORD.read_text())["methods"]
-    assert len(measured) >= 7  # the additive and selective methods of lessons 03 and 04
-    for method, row in measured.items():
-        if len(row["rates"]) < 2:
-            continue  # one rate tried is not a calibration
-        assert get_method(method).default_lr == row["best_lr"], method
+def test_registered_defaults_are_the_fair_rate_sweeps_choices():
+    """Every method the fair-rate sweep has finished trains by default at the rate its rule
+    chose, and a method that shares another's rate by construction has that rate."""
+    saved = json.loads(SWEEP_RECORD.read_text())
+    assert len(saved["methods"]) >= 7  # the headline methods
+    for method, row in saved["methods"].items():
+        assert get_method(method).default_lr == row["chosen_lr"], method
+    for method, sharer in saved["shared"].items():
+        if sharer in saved["methods"]:
+            assert get_method(method).default_lr == get_method(sharer).default_lr, method
 
 
 @pytest.fixture(scope="module")

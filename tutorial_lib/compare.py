@@ -133,7 +133,11 @@ class ComparisonSpec:
             | {"train_on": "general"}
             for m in self.methods
         ]
-        return runs + (floors if self.floors else [])
+        if not self.floors:
+            return runs
+        # seed 0 of every method, then the floors, then the other seeds: a comparison stopped
+        # part-way has each method once, beside its floor
+        return [r for r in runs if r["seed"] == 0] + floors + [r for r in runs if r["seed"]]
 
 
 def compared_baseline(baseline: Baseline | None, spec: ComparisonSpec) -> Baseline:

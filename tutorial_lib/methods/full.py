@@ -18,7 +18,9 @@ class FullConfig:
             raise ValueError("train_embeddings must be True or False")
 
 
-@register("full", "full", FullConfig, default_lr=1e-4, description="update every weight")
+@register(  # the fair-rate sweep's choice (benchmarks/results/rate-sweep.json, rates.RATE_RULE)
+    "full", "full", FullConfig, default_lr=3e-4, description="update every weight"
+)
 def apply_full(model, config: FullConfig):
     """Unfreeze everything (optionally keeping the input embeddings frozen)."""
     for p in model.parameters():
