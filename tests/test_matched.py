@@ -143,3 +143,33 @@ def test_a_run_is_read_against_a_sweep_at_its_own_recall_never_from_the_base():
     )
     assert "stays below" not in table.loc["replay", "no matched figure because"]
     assert "lowest lr measured already exceeds" in table.loc["replay", "no matched figure because"]
+
+
+def test_fair_rate_reads_the_sweeps_choice_else_the_registry_default(tmp_path):
+    import json
+
+    from tutorial_lib.methods import get_method
+    from tutorial_lib.rates import fair_rate, swept_runs
+
+    record = tmp_path / "rate-sweep.json"
+    record.write_text(json.dumps({"methods": {"ia3": {"chosen_lr": 0.03}}}))
+    assert fair_rate("ia3", record) == (0.03, "the fair-rate sweep's choice (rate-sweep.json)")
+    lr, source = fair_rate("adapter", record)
+    assert lr == get_method("adapter").default_lr and "registry default" in source
+
+    sweep = tmp_path / "runs.jsonl"
+    rows = [
+        {"config": {}, "result": {"method": "ia3", "lr": 0.1}},
+        {"config": {}, "result": {"method": "lora", "lr": 0.01}},
+        {"config": {}, "result": {"method": "adapter", "lr": 0.03}},
+        {"config": {}, "result": {"method": "ia3", "lr": 0.03}},
+        {"config": {}, "result": {"method": "ia3", "lr": 0.3, "error": "diverged"}},
+    ]
+    sweep.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    runs = swept_runs(["adapter", "ia3"], sweep)
+    assert [(r["method"], r["lr"]) for r in runs] == [
+        ("adapter", 0.03),
+        ("ia3", 0.03),
+        ("ia3", 0.1),
+    ]
+    assert runs[1]["label"] == "ia3 0.03" and runs[1]["group"] == "ia3"

@@ -49,3 +49,19 @@ def test_learning_vs_forgetting_can_put_recall_on_the_x_axis():
 
     with pytest.raises(ValueError, match="learning must be one of"):
         plots.learning_vs_forgetting(runs, learning="loss")
+
+
+def test_rate_sweep_draws_recall_and_cost_against_rate_and_rings_the_chosen_rate():
+    def run(method, lr, recall, ce):
+        return {"method": method, "lr": lr, "domain_recall_after": recall, "general_ce_change": ce}
+
+    runs = [run("ia3", 0.3, 0.5, 6.0), run("ia3", 0.03, 0.6, 0.5), run("adapter", 0.01, 0.7, 1.1)]
+    fig = plots.rate_sweep(runs, chosen={"ia3": 0.03})
+    left, right = fig.axes[:2]
+    assert left.get_xscale() == "log"
+    ia3 = left.lines[0]  # the methods in order of first appearance, each line sorted by rate
+    assert list(ia3.get_xdata()) == [0.03, 0.3] and list(ia3.get_ydata()) == [0.6, 0.5]
+    assert list(right.lines[1].get_ydata()) == [1.1]
+    assert left.collections[0].get_offsets().tolist() == [[0.03, 0.6]]  # the ring
+    assert right.collections[0].get_offsets().tolist() == [[0.03, 0.5]]
+    assert len(left.collections) == 1  # adapter has no chosen rate given: no ring

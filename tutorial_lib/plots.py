@@ -294,3 +294,38 @@ def method_scatter(summary: list[dict], x: str, y: str, title: str = "", front: 
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def rate_sweep(runs: list[dict], chosen: dict[str, float] | None = None, title: str = ""):
+    """Recall and the general-text cost (ΔCE) against the learning rate, one line per method
+    (`method`, `lr`, `domain_recall_after`, `general_ce_change` of each run; the rate on a log
+    axis), each method's `chosen` rate ringed: what choosing a rate trades."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    methods = list(dict.fromkeys(run["method"] for run in runs))
+    markers = "osD^vP*Xh"
+    for k, method in enumerate(methods):
+        points = sorted((r for r in runs if r["method"] == method), key=lambda r: r["lr"])
+        for ax, key in ((left, "domain_recall_after"), (right, "general_ce_change")):
+            xs, ys = [r["lr"] for r in points], [r[key] for r in points]
+            (line,) = ax.plot(xs, ys, marker=markers[k % len(markers)], label=method)
+            if chosen and method in chosen:
+                at = [y for x, y in zip(xs, ys) if x == chosen[method]]
+                ax.scatter(
+                    [chosen[method]] * len(at),
+                    at,
+                    s=160,
+                    facecolors="none",
+                    edgecolors=line.get_color(),
+                    linewidths=1.5,
+                )
+    left.set_ylabel("recall (greedy reply states the value)")
+    right.set_ylabel("ΔCE on general text (nats/token)")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+    left.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
