@@ -18,6 +18,12 @@ section, step and exercise numbers, ordinals, identifiers, model and GPU sizes a
 
     python -m tutorial_lib.prose notebooks/05_lora.ipynb        # the unbacked numbers, by cell
     python -m tutorial_lib.prose --counts notebooks/*.ipynb      # the ratchet's JSON (tests/)
+    python -m tutorial_lib.prose --words notebooks/*.ipynb       # main-text words per lesson
+
+A lesson's **main text** (`main_text_words`) is what a learner reads before the exercises: the
+markdown cells from the first up to the first heading named Exercises, Appendix or Solutions.
+Its words are counted without code, HTML comments and tags, `<details>` blocks, images (badges),
+link targets and tables (lines that start with `|`); a link counts by its text.
 """
 
 from __future__ import annotations
@@ -278,13 +284,79 @@ def counts(paths: list[Path]) -> dict[str, int]:
     return {Path(p).stem: len(unbacked(p)) for p in sorted(paths)}
 
 
+# What a word count of the main text leaves out, in order: each is replaced by a space.
+NOT_MAIN_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("fenced code", re.compile(r"^\s*(```|~~~).*?^\s*\1[^\n]*", re.M | re.S)),
+    ("HTML comments", re.compile(r"<!--.*?-->", re.S)),
+    ("<details> blocks: solutions and asides", re.compile(r"<details\b.*?</details>", re.S | re.I)),
+    ("inline code", re.compile(r"(`+).+?\1", re.S)),
+    ("images and badges", re.compile(r"!\[[^\]]*\]\([^)]*\)")),
+    ("link targets (the text stays)", re.compile(r"(?<=\])\([^)]*\)")),
+    ("reference-style link targets", re.compile(r"^\s*\[[^\]]+\]:\s*\S+.*$", re.M)),
+    ("URLs", re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+")),
+    ("HTML tags", re.compile(r"</?[A-Za-z][^>\n]*>")),
+    ("tables", re.compile(r"^\s*\|.*$", re.M)),
+)
+# The heading where the main text ends (the words after it are exercises, tables, answers).
+MAIN_TEXT_END = re.compile(r"^[ \t]{0,3}#{1,6}\s*(?:Exercises|Appendix|Solutions)\b", re.I | re.M)
+WORD = re.compile(r"\S*[^\W_]\S*")  # a run of non-space with a letter or digit in it
+WORD_LIMIT = 2000  # issue 24: the main text of each lesson is at most 2,000 words
+
+
+def words(markdown: str) -> int:
+    """The words of a markdown text, without what `NOT_MAIN_TEXT` leaves out."""
+    for _, pattern in NOT_MAIN_TEXT:
+        markdown = pattern.sub(" ", markdown)
+    return len(WORD.findall(markdown))
+
+
+def main_text(notebook: nbformat.NotebookNode | str | Path) -> list[str]:
+    """The markdown of a lesson's main text, cell by cell: up to the first heading named
+    Exercises, Appendix or Solutions (a cell that holds one contributes what comes before it)."""
+    if not isinstance(notebook, nbformat.NotebookNode):
+        notebook = nbformat.read(Path(notebook), as_version=4)
+    found = []
+    for cell in notebook.cells:
+        if cell.cell_type != "markdown":
+            continue
+        end = MAIN_TEXT_END.search(_code_blanked(cell.source))
+        found.append(cell.source[: end.start()] if end else cell.source)
+        if end:
+            break
+    return found
+
+
+def _code_blanked(markdown: str) -> str:
+    """The markdown with fenced code blanked (same length), so a heading in code is no end."""
+    pattern = NOT_MAIN_TEXT[0][1]
+    for m in list(pattern.finditer(markdown)):
+        markdown = _blank(markdown, m.start(), m.end())
+    return markdown
+
+
+def main_text_words(notebook: nbformat.NotebookNode | str | Path) -> int:
+    """The number of words in a lesson's main text (`main_text`, counted by `words`)."""
+    return sum(words(text) for text in main_text(notebook))
+
+
+def word_counts(paths: list[Path]) -> dict[str, int]:
+    """Main-text words per notebook, by file stem: the word ratchet's record."""
+    return {Path(p).stem: main_text_words(p) for p in sorted(paths)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--counts", action="store_true", help="print the ratchet's JSON")
+    parser.add_argument(
+        "--words", action="store_true", help="print each lesson's main-text words as JSON"
+    )
     args = parser.parse_args(argv)
     if args.counts:
         print(json.dumps(counts(args.notebooks), indent=2))
+        return 0
+    if args.words:
+        print(json.dumps(word_counts(args.notebooks), indent=2))
         return 0
     for path in args.notebooks:
         for item in unbacked(path):
