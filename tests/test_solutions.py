@@ -118,6 +118,7 @@ def test_lesson_01_exercises_2_and_3():
     assert f"{frozen['frozen_params']:,} parameters" in text
     assert f"by {frozen['optimizer_mib_saved']:.0f} MiB" in text
     assert f"by {frozen['gradients_mib_saved']:.0f} MiB" in text
+    assert frozen["weights_mib_saved"] == 0  # the frozen matrix is still stored, counted once
     text = solutions("01_full_finetuning")[3]
     for dtype, words in (
         ("fp32", "In fp32, {} blocks fit"),
