@@ -8,6 +8,7 @@ library loaded them (fp32 here, tied to each other), as the QLoRA paper and tran
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ def quantize_base(model: nn.Module, double_quant: bool = True, compute_dtype=tor
     ]
     for parent, child_name, child in targets:
         setattr(parent, child_name, _to_4bit(child, double_quant, compute_dtype))
+        gc.collect(1)  # quantising leaves young reference cycles: free them layer by layer
     model.is_loaded_in_4bit = True  # what peft reads to wrap 4-bit layers with its LoRA
     return model
 
