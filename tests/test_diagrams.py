@@ -117,7 +117,21 @@ def test_quantisation_pipeline_bits_and_panels():
     weights = torch.randn(64, 576, generator=torch.Generator().manual_seed(0)) * 0.05
     fig = quantisation_pipeline(weights)
     assert fig.bits == {"single": 4 + 32 / 64, "double": 4 + 8 / 64 + 32 / (64 * 256)}
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 5  # four panels, then the strip of stages
+    flow = [t.get_text() for t in fig.axes[4].texts if t.get_text()]  # arrows have none
+    assert flow == fig.stages
+    assert [stage.split("\n")[0] for stage in flow] == [
+        "weights",
+        "blocks of 64",
+        "absmax scale per block",
+        "NF4 codes",
+        "scales double-quantised",
+        "bits per weight",
+    ]
+    assert flow[0].endswith(f"{weights.numel():,} values")
+    assert flow[1].endswith(f"{weights.numel() // 64:,} blocks")  # 576 blocks of 64
+    assert flow[4].endswith("8-bit, blocks of 256")
+    assert flow[-1].endswith(f"{quant.bits_per_param(double=True):.3f}")  # 4.127
     levels = [line.get_xdata()[0] for line in fig.axes[1].lines]
     assert levels == pytest.approx(quant.bitsandbytes_levels("nf4").tolist())  # the 16 of bnb
     codes = quant.quantize_blockwise(weights, quant.NF4_LEVELS).codes[0]
