@@ -34,6 +34,18 @@ EXPECTED = {  # what each family trains, as the lessons describe it
     "ia3": {"ia3.k", "ia3.v", "ia3.down"},  # peft's llama default: down_proj scaled on its input
     "ln-tuning": {"norm.input", "norm.post_attention", "norm.final"},
     "lora": {f"lora.{p}" for p in ("q", "k", "v", "o", "gate", "up", "down")},
+    "bias-added": {f"bias.{p}" for p in ("q", "k", "v", "o", "gate", "up", "down")},
+    "chosen-layers": {
+        "q",
+        "k",
+        "v",
+        "o",
+        "gate",
+        "up",
+        "down",
+        "norm.input",
+        "norm.post_attention",
+    },
 }
 
 
@@ -64,6 +76,12 @@ def test_top_layers_lights_the_last_blocks_and_full_lights_everything():
     assert "norm.final" in top and "embedding" not in top
     full = trainable_parts(prepared("full"))
     assert {"embedding", "lm_head", "q", "down", "norm.final"} <= full  # the head is tied
+
+
+def test_chosen_layers_lights_its_block_alone_and_not_the_final_norm():
+    parts = trainable_parts(prepared("chosen-layers"))
+    assert {p for p in parts if p.startswith("layer.")} == {f"layer.{LAYERS - 1}"}  # default: -1
+    assert "norm.final" not in parts  # unlike top-layers
 
 
 def test_adapter_houlsby_adds_one_after_attention_too():
