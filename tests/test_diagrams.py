@@ -34,6 +34,18 @@ EXPECTED = {  # what each family trains, as the lessons describe it
     "ia3": {"ia3.k", "ia3.v", "ia3.down"},  # peft's llama default: down_proj scaled on its input
     "ln-tuning": {"norm.input", "norm.post_attention", "norm.final"},
     "lora": {f"lora.{p}" for p in ("q", "k", "v", "o", "gate", "up", "down")},
+    "bias-added": {f"bias.{p}" for p in ("q", "k", "v", "o", "gate", "up", "down")},
+    "chosen-layers": {
+        "q",
+        "k",
+        "v",
+        "o",
+        "gate",
+        "up",
+        "down",
+        "norm.input",
+        "norm.post_attention",
+    },
 }
 
 
@@ -64,6 +76,12 @@ def test_top_layers_lights_the_last_blocks_and_full_lights_everything():
     assert "norm.final" in top and "embedding" not in top
     full = trainable_parts(prepared("full"))
     assert {"embedding", "lm_head", "q", "down", "norm.final"} <= full  # the head is tied
+
+
+def test_chosen_layers_lights_its_block_alone_and_not_the_final_norm():
+    parts = trainable_parts(prepared("chosen-layers"))
+    assert {p for p in parts if p.startswith("layer.")} == {f"layer.{LAYERS - 1}"}  # default: -1
+    assert "norm.final" not in parts  # unlike top-layers
 
 
 def test_adapter_houlsby_adds_one_after_attention_too():
@@ -117,7 +135,21 @@ def test_quantisation_pipeline_bits_and_panels():
     weights = torch.randn(64, 576, generator=torch.Generator().manual_seed(0)) * 0.05
     fig = quantisation_pipeline(weights)
     assert fig.bits == {"single": 4 + 32 / 64, "double": 4 + 8 / 64 + 32 / (64 * 256)}
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 5  # four panels, then the strip of stages
+    flow = [t.get_text() for t in fig.axes[4].texts if t.get_text()]  # arrows have none
+    assert flow == fig.stages
+    assert [stage.split("\n")[0] for stage in flow] == [
+        "weights",
+        "blocks of 64",
+        "absmax scale per block",
+        "NF4 codes",
+        "scales double-quantised",
+        "bits per weight",
+    ]
+    assert flow[0].endswith(f"{weights.numel():,} values")
+    assert flow[1].endswith(f"{weights.numel() // 64:,} blocks")  # 576 blocks of 64
+    assert flow[4].endswith("8-bit, blocks of 256")
+    assert flow[-1].endswith(f"{quant.bits_per_param(double=True):.3f}")  # 4.127
     levels = [line.get_xdata()[0] for line in fig.axes[1].lines]
     assert levels == pytest.approx(quant.bitsandbytes_levels("nf4").tolist())  # the 16 of bnb
     codes = quant.quantize_blockwise(weights, quant.NF4_LEVELS).codes[0]

@@ -386,6 +386,26 @@ def test_setup_for_names_the_estimators_method_and_the_measured_share(tiny):
     setup = setup_for(ours, "lora-scratch", 4, 64)
     assert (setup.method, setup.rank, setup.frozen_linears) == ("lora", 16, False)
     assert setup_for(ia3, "ia3", 4, 64).frozen_linears  # nothing needs a linear layer's input
+    assert setup.added_weights and setup_for(ia3, "ia3", 4, 64).added_weights
+
+
+@pytest.mark.parametrize("method, config", [("full", "no embeddings"), ("top-layers", None)])
+def test_weights_a_selective_method_trains_are_counted_once(tiny, method, config):
+    """Freezing the embeddings or training top blocks trains the base's own weights: the
+    estimate's weights are the base's bytes, not the base plus the trained share again."""
+    from tutorial_lib.memory import setup_for
+    from tutorial_lib.methods.full import FullConfig
+    from tutorial_lib.models import tiny_model
+
+    model, _ = tiny_model()
+    n = count_params(model)[1]
+    chosen = FullConfig(train_embeddings=False) if config else None
+    model = apply_method(model, method, chosen)
+    setup = setup_for(model, method, 4, 64)
+    assert setup.method == "peft" and not setup.added_weights
+    parts = estimate(Architecture.from_config(model.config), setup)
+    assert parts.weights == n * 4  # fp32: the base's bytes, every trained weight among them
+    assert parts.gradients == count_params(model)[0] * 4
 
 
 APPLIES_TO_TINY = [m for m in REGISTRY if m not in ("bitfit", "prompt-scratch", "prompt-tuning")]

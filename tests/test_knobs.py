@@ -122,3 +122,20 @@ def test_the_table_has_a_column_per_run_and_a_row_per_knob(small_profile):
     assert table.loc["method dropout", "ia3, lr 0.05, seed 0"] == "none"
     assert table.loc["schedule", "lora"].startswith("linear warm-up")
     assert set(LABELS) <= set(Knobs.__dataclass_fields__)
+
+
+def test_qlora_shows_its_compute_dtype_and_two_dtypes_get_two_columns(small_profile):
+    from tutorial_lib.methods.qlora import QloraConfig
+
+    fp32 = RunSpec("qlora", lr=3e-3, method_config=QloraConfig(compute_dtype="fp32"))
+    bf16 = RunSpec("qlora", lr=3e-3, method_config=QloraConfig(compute_dtype="bf16"))
+    assert knobs(fp32, small_profile).compute_dtype == "float32"
+    assert knobs(bf16, small_profile).compute_dtype == "bfloat16"
+    assert knobs("lora", small_profile).compute_dtype is None  # no 4-bit base
+    table = knobs_table("lora", fp32, bf16, profile=small_profile)
+    assert list(table.columns) == [
+        "lora",
+        "qlora, lr 0.003, seed 0, float32 compute",
+        "qlora, lr 0.003, seed 0, bfloat16 compute",
+    ]
+    assert table.loc["4-bit base compute dtype", "lora"] == "none"

@@ -124,3 +124,51 @@ def test_every_swept_rate_set_has_three_rates_and_shared_methods_name_a_swept_on
     configs = sweep.configs(["ia3"], steps=28)
     assert [c["lr"] for c in configs] == list(sweep.RATES["ia3"])
     assert all(c["eval_at"] == [] and c["seed"] == 0 for c in configs)
+
+
+def _record(tmp_path, methods: dict) -> str:
+    """A fair-rate record with `methods` under benchmarks/results of a temporary data root."""
+    (tmp_path / "rate-sweep.json").write_text(json.dumps({"methods": methods}))
+    return "rate-sweep.json"
+
+
+def _entry(lrs, chosen):
+    rates = [
+        {"lr": lr, "domain_recall_after": 0.1 * i, "probe_lost": i, "probe_gained": 1}
+        for i, lr in enumerate(lrs)
+    ]
+    return {"chosen_lr": chosen, "best_lr": lrs[-1], "rates": rates}
+
+
+def test_the_sweep_table_shows_every_rate_and_marks_the_rule_s_choice(tmp_path, monkeypatch):
+    from tutorial_lib import data, rates
+
+    monkeypatch.setattr(data, "results_dir", lambda: tmp_path)
+    name = _record(tmp_path, {"ln-tuning": _entry([3e-3, 1e-2, 3e-2], 1e-2)})
+    table = rates.sweep_table(["ln-tuning", "bias-added"], name)
+    ln = table.loc["ln-tuning"]
+    assert list(ln.index) == [3e-3, 1e-2, 3e-2]
+    assert list(ln["chosen"] != "") == [False, True, False]  # one mark, at the chosen rate
+    assert list(ln["probe lost"]) == [0, 1, 2]
+    assert "not yet" in table.loc["bias-added"]["chosen"].iloc[0]  # absent: said, not dropped
+
+
+def test_a_lesson_runs_the_chosen_rate_and_the_one_below_it(tmp_path, monkeypatch):
+    from tutorial_lib import data, rates
+
+    monkeypatch.setattr(data, "results_dir", lambda: tmp_path)
+    name = _record(
+        tmp_path,
+        {"a": _entry([1e-3, 3e-3, 1e-2], 3e-3), "b": _entry([1e-3, 3e-3, 1e-2], 1e-3)},
+    )
+    assert rates.chosen_and_neighbour("a", name) == [1e-3, 3e-3]
+    assert rates.chosen_and_neighbour("b", name) == [1e-3, 3e-3]  # lowest chosen: the one above
+    assert rates.chosen_and_neighbour("c", name) is None
+
+
+def test_the_committed_record_names_the_lesson_04_rates():
+    from tutorial_lib import rates
+
+    for method in ("top-layers", "ln-tuning"):
+        entry = rates.swept(method)
+        assert entry is not None and entry["chosen_lr"] in rates.chosen_and_neighbour(method)

@@ -214,3 +214,26 @@ def test_full_fine_tuning_is_the_plain_model_every_weight_trained(tiny_dir):
     assert practitioner.trainable_count(model) == every
     model.lm_head.weight.requires_grad_(False)
     assert practitioner.trainable_count(model) < every
+
+
+def test_top_layers_by_hand_trains_what_the_library_trains(tiny_dir):
+    """No peft: freeze everything, unfreeze the last k blocks and the final norm, by name the
+    same tensors as the library's `top-layers` (whose default k it shares)."""
+    from tutorial_lib.methods import apply_method
+    from tutorial_lib.methods.selective import TopLayersConfig
+    from tutorial_lib.models import load_base_model
+
+    def trained(model) -> set[str]:
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
+    by_hand, _ = practitioner.peft_model("top-layers", tiny_dir)
+    k = TopLayersConfig().k
+    library = apply_method(load_base_model(tiny_dir)[0], "top-layers", TopLayersConfig(k=k))
+    assert trained(by_hand) == trained(library)
+    assert "model.norm.weight" in trained(by_hand)
+    assert not by_hand.get_input_embeddings().weight.requires_grad  # nor the tied head
+    one, _ = practitioner.top_layers_model(tiny_dir, k=1)
+    last = len(one.model.layers) - 1
+    assert all(
+        n.startswith(f"model.layers.{last}.") or n == "model.norm.weight" for n in trained(one)
+    )

@@ -30,6 +30,7 @@ def library_method(method: str, tokenizer, compute_dtype: str = "auto") -> tuple
     from tutorial_lib.methods.lora import LoraMethodConfig
     from tutorial_lib.methods.prompts import PrefixConfig, PromptConfig
     from tutorial_lib.methods.qlora import QloraConfig
+    from tutorial_lib.methods.selective import TopLayersConfig
 
     configs = {
         "lora": ("lora", LoraMethodConfig()),
@@ -42,6 +43,7 @@ def library_method(method: str, tokenizer, compute_dtype: str = "auto") -> tuple
         "ia3": ("ia3", None),
         "ln-tuning": ("ln-tuning", None),
         "full": ("full", None),  # no peft: transformers' model as loaded (`practitioner`)
+        "top-layers": ("top-layers", TopLayersConfig()),  # no peft: requires_grad by hand
     }
     if method not in configs:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(configs)}")

@@ -18,6 +18,7 @@ __all__ = [
     "trainable_parts",
     "lora_shapes",
     "quantisation_pipeline",
+    "pipeline_stages",
     "forgetting_flips",
 ]
 
@@ -80,22 +81,42 @@ def lora_shapes(d_in: int, d_out: int, r: int, name: str = "W"):
 # --- the QLoRA storage pipeline: blocks, absmax, NF4 codes, double-quantised scales ------------
 
 
+def pipeline_stages(n: int, block: int = quant.BLOCK) -> list[str]:
+    """The storage pipeline's stages for `n` weights, each named with its own number: what the
+    top strip of `quantisation_pipeline` draws, left to right."""
+    blocks = -(-n // block)
+    return [
+        f"weights\n{n:,} values",
+        f"blocks of {block}\n{blocks:,} blocks",
+        f"absmax scale per block\n{blocks:,} fp32 scales",
+        "NF4 codes\n4 bits per weight",
+        f"scales double-quantised\n8-bit, blocks of {quant.SCALE_BLOCK}",
+        f"bits per weight\n{quant.bits_per_param(block, True):.3f}",
+    ]
+
+
 def quantisation_pipeline(weights: torch.Tensor, block: int = quant.BLOCK, show_blocks: int = 4):
-    """Four panels, each the real numbers of one step on `weights`: the first blocks with their
-    absmax scales; one block divided by its scale against the 16 NF4 levels; that block's 4-bit
-    codes; every block's scale before and after 8-bit double quantisation. The title gives the
-    storage per weight, 4 + 32/64 bits (fp32 scales) or 4 + 8/64 + 32/(64·256) (double)."""
+    """A strip of the stages (`pipeline_stages`), then four panels, each the real numbers of one
+    step on `weights`: the first blocks with their absmax scales; one block divided by its scale
+    against the 16 NF4 levels; that block's 4-bit codes; every block's scale before and after
+    8-bit double quantisation. The title gives the storage per weight, 4 + 32/64 bits (fp32
+    scales) or 4 + 8/64 + 32/(64·256) (double). `fig.stages` and `fig.bits` keep what it drew."""
     flat = weights.detach().float().reshape(-1)
     if flat.numel() < block:
         raise ValueError(f"need at least one block of {block} values, got {flat.numel()}")
     q = quant.quantize_blockwise(flat, quant.NF4_LEVELS, block)
     double = quant.double_quantize(q.absmax)
     bits = {"single": quant.bits_per_param(block), "double": quant.bits_per_param(block, True)}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=80)
-    _panel_blocks(axes[0, 0], flat, q, block, min(show_blocks, len(q.absmax)))
-    _panel_levels(axes[0, 1], flat[:block] / q.absmax[0])
-    _panel_codes(axes[1, 0], q.codes[0], block)
-    _panel_scales(axes[1, 1], q.absmax, double.dequantize())
+    stages = pipeline_stages(flat.numel(), block)
+    fig = plt.figure(figsize=(11, 8), dpi=80)
+    grid = fig.add_gridspec(3, 2, height_ratios=(0.3, 1, 1))
+    axes = [[fig.add_subplot(grid[r, c]) for c in range(2)] for r in (1, 2)]
+    flow = fig.add_subplot(grid[0, :])  # created last: the four panels keep indices 0-3
+    _panel_blocks(axes[0][0], flat, q, block, min(show_blocks, len(q.absmax)))
+    _panel_levels(axes[0][1], flat[:block] / q.absmax[0])
+    _panel_codes(axes[1][0], q.codes[0], block)
+    _panel_scales(axes[1][1], q.absmax, double.dequantize())
+    _panel_flow(flow, stages)
     fig.suptitle(
         f"{flat.numel():,} weights → {len(q.absmax):,} blocks of {block} → 4-bit NF4 codes\n"
         f"bits per weight: 4 + 32/{block} = {bits['single']:g} with fp32 scales;  "
@@ -103,9 +124,34 @@ def quantisation_pipeline(weights: torch.Tensor, block: int = quant.BLOCK, show_
         fontsize=10,
     )
     fig.tight_layout()
-    fig.bits = bits
+    fig.bits, fig.stages = bits, stages
     plt.close(fig)
     return fig
+
+
+def _panel_flow(ax, stages: list[str]) -> None:
+    """The stages as boxes joined by arrows, left to right."""
+    width = 1.0 / len(stages)
+    for i, label in enumerate(stages):
+        ax.text(
+            (i + 0.5) * width,
+            0.5,
+            label,
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            bbox=dict(boxstyle="round", facecolor="#fce5cd" if i == len(stages) - 1 else "#eeeeee"),
+        )
+        if i:
+            ax.annotate(
+                "",
+                xy=((i + 0.5) * width - 0.075, 0.5),
+                xytext=((i - 0.5) * width + 0.075, 0.5),
+                arrowprops=dict(arrowstyle="->"),
+            )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
 
 
 def _panel_blocks(ax, flat, q, block: int, n: int) -> None:

@@ -43,6 +43,7 @@ class Knobs:
     model_dropout: float | None  # the model's attention_dropout; None: no model config given
     bf16: bool  # bf16 autocast while training
     seed: int  # data order, dropout and the method's random start
+    compute_dtype: str | None = None  # a 4-bit base's compute dtype (QLoRA); None: no 4-bit base
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step `step` (0-based)."""
@@ -77,6 +78,12 @@ def knobs(spec: RunSpec | str, profile: Profile | None = None, model_config=None
     adamw = _adamw_defaults()
     dropout = getattr(method_config, "dropout", None)
     model_dropout = getattr(model_config, "attention_dropout", None) if model_config else None
+    compute_dtype = None
+    if hasattr(method_config, "compute_dtype"):  # QLoRA: what its 4-bit layers compute in here
+        from tutorial_lib.device import get_device
+        from tutorial_lib.methods.qlora import compute_dtype_for
+
+        compute_dtype = str(compute_dtype_for(method_config, get_device())).removeprefix("torch.")
     return Knobs(
         method=spec.method,
         lr=config.lr,
@@ -92,6 +99,7 @@ def knobs(spec: RunSpec | str, profile: Profile | None = None, model_config=None
         model_dropout=None if model_dropout is None else float(model_dropout),
         bf16=config.bf16,
         seed=config.seed,
+        compute_dtype=compute_dtype,
     )
 
 
@@ -109,6 +117,7 @@ LABELS = {  # row labels of the notebook table, in the order a learner reads the
     "model_dropout": "model dropout (attention)",
     "bf16": "bf16 autocast",
     "seed": "seed",
+    "compute_dtype": "4-bit base compute dtype",
 }
 
 
@@ -128,5 +137,6 @@ def knobs_table(*specs: RunSpec | str, profile: Profile | None = None, model_con
     for spec in specs:
         k = knobs(spec, profile, model_config)
         label = str(spec) if isinstance(spec, RunSpec) else spec
+        label += f", {k.compute_dtype} compute" if k.compute_dtype else ""  # QLoRA's two runs
         columns[label] = {LABELS[name]: _shown(getattr(k, name)) for name in LABELS}
     return pd.DataFrame(columns)

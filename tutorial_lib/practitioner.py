@@ -194,7 +194,8 @@ PEFT_METHODS = (
 )
 
 
-PRACTITIONER_METHODS = ("full", *PEFT_METHODS)  # what `peft_model` builds: full needs no peft
+PRACTITIONER_METHODS = ("full", "top-layers", *PEFT_METHODS)  # what `peft_model` builds
+# full fine-tuning and top layers need no peft: plain PyTorch says which weights train
 
 
 def trainable_count(model) -> int:
@@ -203,6 +204,17 @@ def trainable_count(model) -> int:
     if hasattr(model, "get_nb_trainable_parameters"):
         return model.get_nb_trainable_parameters()[0]
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def top_layers_model(name: str = DEFAULT_MODEL, k: int = 2):
+    """(model, tokenizer) with only the last `k` decoder blocks and the final norm trainable:
+    plain PyTorch, no peft (the library's `top-layers`, k = 2 by default)."""
+    model, tokenizer = load_model(name)
+    model.requires_grad_(False)  # freeze everything, the tied embedding and head included
+    for block in model.model.layers[-k:]:  # the k blocks nearest the output
+        block.requires_grad_(True)
+    model.model.norm.requires_grad_(True)  # the final norm reads the top block's output
+    return model, tokenizer
 
 
 # --- QLoRA: a 4-bit base, prepared for k-bit training ----------------------------------------
@@ -241,7 +253,8 @@ def qlora_model(
 
 def peft_model(method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float32, seed: int = 0):
     """(peft model, tokenizer) for a method of `PEFT_METHODS`: load, configure, wrap; for
-    "full" (`PRACTITIONER_METHODS`), the plain transformers model, every weight trainable.
+    "full" (`PRACTITIONER_METHODS`), the plain transformers model, every weight trainable; for
+    "top-layers", the plain model with only its last blocks trainable (`top_layers_model`).
 
     The seed is set just before `get_peft_model`: LoRA's A and a prefix start random.
     """
@@ -251,6 +264,8 @@ def peft_model(method: str, name: str = DEFAULT_MODEL, compute_dtype=torch.float
         return qlora_model(name, compute_dtype, seed)
     if method == "full":  # full fine-tuning needs no peft: the model as loaded trains every weight
         return load_model(name)
+    if method == "top-layers":  # no peft either: freeze, then unfreeze the last blocks
+        return top_layers_model(name)
     model, tokenizer = load_model(name)
     config = peft_config(method, resolve_model(name))
     torch.manual_seed(seed)

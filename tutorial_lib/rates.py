@@ -101,3 +101,62 @@ def _stderr_of_mean(runs: list[dict], key: str) -> float:
         return statistics.fmean(errors) / math.sqrt(len(runs))
     p, n = statistics.fmean(r[key] for r in runs), sum(r["domain_n_items"] for r in runs)
     return math.sqrt(p * (1 - p) / n)
+
+
+SWEEP_RECORD = "rate-sweep.json"  # the committed fair-rate sweep (benchmarks/rate_sweep.py)
+RECORD_COLUMNS = {  # column: the key of one rate's row in the record
+    "recall": "domain_recall_after",
+    "recall ±": "domain_recall_after_stderr",
+    "MC acc": "domain_accuracy_after",
+    "MC control": "domain_control_accuracy_after",
+    "ΔCE": "general_ce_change",
+    "ΔCE ±": "general_ce_change_stderr",
+    "KL to base": "kl_to_base",
+    "probe lost": "probe_lost",
+    "probe gained": "probe_gained",
+    "sign test p": "probe_sign_test_p",
+    "s/step": "sec_per_step",
+}
+
+
+def swept(method: str, name: str = SWEEP_RECORD) -> dict | None:
+    """`method`'s entry in the committed fair-rate sweep (its rates' numbers and the rule's
+    `chosen_lr`), or None while the sweep has not finished its three rates."""
+    from tutorial_lib.results import committed
+
+    return committed(name)["methods"].get(method)
+
+
+def chosen_and_neighbour(method: str, name: str = SWEEP_RECORD) -> list[float] | None:
+    """Two of the sweep's rates for a lesson to run: the rule's choice and the rate below it
+    (above it when the choice is the lowest), so matched recall can be read between them; None
+    while `method` is not in the record."""
+    entry = swept(method, name)
+    if entry is None:
+        return None
+    lrs = sorted(p["lr"] for p in entry["rates"])
+    i = lrs.index(entry["chosen_lr"])
+    return [lrs[i - 1], lrs[i]] if i > 0 else [lrs[i], lrs[i + 1]]
+
+
+def sweep_table(methods: list[str], name: str = SWEEP_RECORD):
+    """The committed sweep's rows for `methods`, one per (method, rate), the rule's choice
+    marked; a method the record does not hold yet gets one row that says so."""
+    import pandas as pd
+
+    rows = []
+    for method in methods:
+        entry = swept(method, name)
+        if entry is None:
+            rows.append({"method": method, "lr": None, "chosen": f"not yet in {name}"})
+            continue
+        for point in entry["rates"]:
+            row = {"method": method, "lr": point["lr"]}
+            row |= {col: point.get(key) for col, key in RECORD_COLUMNS.items()}
+            row["chosen"] = "◀ rule's choice" if point["lr"] == entry["chosen_lr"] else ""
+            rows.append(row)
+    table = pd.DataFrame(rows).set_index(["method", "lr"]).round(3)
+    for col in ("probe lost", "probe gained"):
+        if col in table:
+            table[col] = table[col].astype("Int64")  # counts, blank where not measured
+    return table

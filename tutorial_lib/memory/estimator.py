@@ -60,6 +60,9 @@ class TrainingSetup:
     #   output-sized values per adapted layer kept for the backward pass (measured here)
     backprop_layers: int | None = None  # top layers the backward pass runs through (None: all;
     #   top-layers tuning: k); `backprop_layers_of(model)` reads it off a model
+    added_weights: bool = True  # peft: the trained weights are added to the base (adapters,
+    #   prompts); False when they are some of the base's own (top layers, norms, frozen
+    #   embeddings), which the base's count already holds
     gpus: int = 1  # devices training together
     sharding: str = "none"  # SHARDING: none/ddp replicate; zero3/fsdp divide all but activations
 
@@ -244,7 +247,7 @@ def _state_bytes(n: int, arch: Architecture | None, setup: TrainingSetup) -> dic
     trainable = _trainable_params(n, arch, setup)
     weights = _base_weight_bytes(n, arch, setup)
     grad_bytes = FLOAT_DTYPES[setup.dtype if setup.trains_base else setup.adapter_dtype]
-    if not setup.trains_base:
+    if not setup.trains_base and setup.added_weights:
         weights += trainable * grad_bytes  # the added weights, stored like their gradients
     optimizer = trainable * (OPTIMIZERS[setup.optimizer] + (4 if setup.master_weights else 0))
     parts = {"weights": weights, "gradients": trainable * grad_bytes, "optimizer": optimizer}

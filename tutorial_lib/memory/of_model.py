@@ -87,7 +87,9 @@ def setup_for(
     LoRA's rank and targets as the model has them; else a frozen base with the measured
     trainable share and backward depth. `compute_dtype`: "bf16" under bf16 autocast."""
     as_ = ESTIMATED_AS.get(method, "peft") if method else estimated_method(model)
-    trainable, _ = count_params(model)
+    trainable, total = count_params(model)
+    if as_ == "full" and trainable < total:  # e.g. full fine-tuning with frozen embeddings
+        as_ = "peft"
     arch = Architecture.from_config(model.config)  # the base: added weights are not in its count
     rank, targets = lora_layout(model) or (8, "all-linear")
     own = as_ in ("full", "lora", "qlora")
@@ -106,4 +108,5 @@ def setup_for(
         compute_dtype=compute_dtype or ("fp32" if as_ == "qlora" else None),
         backprop_layers=None if own else backprop_layers_of(model),
         frozen_linears=as_ == "peft" and not trained_linear,
+        added_weights=total > arch.n_params,  # selective methods train the base's own weights
     )

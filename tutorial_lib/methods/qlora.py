@@ -8,6 +8,7 @@ library loaded them (fp32 here, tied to each other), as the QLoRA paper and tran
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ def quantize_base(model: nn.Module, double_quant: bool = True, compute_dtype=tor
     ]
     for parent, child_name, child in targets:
         setattr(parent, child_name, _to_4bit(child, double_quant, compute_dtype))
+        gc.collect(1)  # quantising leaves young reference cycles: free them layer by layer
     model.is_loaded_in_4bit = True  # what peft reads to wrap 4-bit layers with its LoRA
     return model
 
@@ -184,38 +186,46 @@ def _linear_bytes(model: nn.Module) -> int:
     return total
 
 
+FORMATS = ("fp32", "bf16", "int8 (per-row absmax)", "NF4", "NF4 + double quant")
+
+
 def footprints(load=None):
     """The model's weights in fp32, bf16, int8, NF4 and NF4 + double quantisation: bytes
     measured on the real tensors, beside the bits-per-weight arithmetic. `load()` returns a
     fresh (model, tokenizer); each format stores its own copy. Embeddings and norms stay as
-    loaded (fp32) except in the bf16 row, where everything is bf16."""
-    import copy
-
+    loaded (fp32) except in the bf16 row, where everything is bf16. One model is held at a
+    time, and freed memory is handed back before the next loads (`release_memory`)."""
     import pandas as pd
 
     from tutorial_lib import quant
+    from tutorial_lib.memory.machine import release_memory
     from tutorial_lib.models import load_base_model
 
     load = load or load_base_model
     model = load()[0]
     linears = _linears(model)
     n = sum(m.weight.numel() for m in linears)
+    rows_per_weight = sum(m.out_features for m in linears) / n  # int8's fp32 scales, one per row
     int8 = sum(_int8_rows_bytes(m) for m in linears)
     rest = quantized_bytes(model) - _linear_bytes(model)  # embeddings (tied to the head), norms
-    bf16 = copy.deepcopy(model).to(torch.bfloat16)
     measured = {  # format: (bytes of the linear layers, bytes of the whole model)
         "fp32": (_linear_bytes(model), quantized_bytes(model)),
-        "bf16": (_linear_bytes(bf16), quantized_bytes(bf16)),
         "int8 (per-row absmax)": (int8, rest + int8),
     }
-    del model, bf16
+    model.to(torch.bfloat16)  # in place: one copy of the model in memory at a time
+    measured["bf16"] = (_linear_bytes(model), quantized_bytes(model))
+    del model, linears
+    release_memory()
     for label, double in (("NF4", False), ("NF4 + double quant", True)):
         quantised = quantize_base(load()[0], double_quant=double)
         measured[label] = (_linear_bytes(quantised), quantized_bytes(quantised))
+        del quantised
+        release_memory()
+    measured = {label: measured[label] for label in FORMATS}  # the table's order
     predicted_bits = {
         "fp32": 32,
         "bf16": 16,
-        "int8 (per-row absmax)": 8 + 32 * sum(m.out_features for m in linears) / n,
+        "int8 (per-row absmax)": 8 + 32 * rows_per_weight,
         "NF4": quant.bits_per_param(),
         "NF4 + double quant": quant.bits_per_param(double=True),
     }
