@@ -20,42 +20,6 @@ RATE_RULE = (
 )
 
 
-SWEEP_RECORD = "rate-sweep.json"  # the chosen rate per method, with each rate's numbers
-SWEEP_RUNS = "rate-sweep-runs.jsonl"  # every run of the sweep, as the lessons record a run
-
-
-def _results(name: str) -> Path:
-    from tutorial_lib.data import results_dir
-
-    return results_dir() / name
-
-
-def fair_rate(method: str, record: Path | None = None) -> tuple[float, str]:
-    """`method`'s fair rate and where it comes from: the committed sweep's choice
-    (`SWEEP_RECORD`, by `RATE_RULE`) when the sweep has finished the method, else the registry's
-    default (`get_method(method).default_lr`)."""
-    from tutorial_lib.methods import get_method
-
-    path = record or _results(SWEEP_RECORD)
-    saved = json.loads(path.read_text()).get("methods", {}) if path.exists() else {}
-    if method in saved:
-        return saved[method]["chosen_lr"], f"the fair-rate sweep's choice ({path.name})"
-    return get_method(method).default_lr, f"the registry default ({path.name} has no {method} yet)"
-
-
-def swept_runs(methods: list[str], path: Path | None = None) -> list[dict]:
-    """The committed sweep's run records (`SWEEP_RUNS`: each line's `result`) of `methods`, in
-    the order of `methods` and then of the rates; failed runs left out."""
-    path = path or _results(SWEEP_RUNS)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    runs = [r["result"] for r in rows if "error" not in r.get("result", {"error": None})]
-    ordered = sorted(
-        (r for r in runs if r["method"] in methods),
-        key=lambda r: (methods.index(r["method"]), r["lr"]),
-    )
-    return [r | {"label": f"{r['method']} {r['lr']:.2g}", "group": r["method"]} for r in ordered]
-
-
 def choose_rate(runs: list[dict], margin: float | None = None, key: str = RECALL) -> dict:
     """Each method's default rate by a rule written down before any sweep (`RATE_RULE`): the
     lowest rate whose mean `key` is within `margin` of the best rate's, so a method is not pushed
@@ -160,3 +124,38 @@ def sweep_table(methods: list[str], name: str = SWEEP_RECORD):
         if col in table:
             table[col] = table[col].astype("Int64")  # counts, blank where not measured
     return table
+
+
+SWEEP_RUNS = "rate-sweep-runs.jsonl"  # every run of the sweep, as the lessons record a run
+
+
+def _results(name: str) -> Path:
+    from tutorial_lib.data import results_dir
+
+    return results_dir() / name
+
+
+def fair_rate(method: str, record: Path | None = None) -> tuple[float, str]:
+    """`method`'s fair rate and where it comes from: the committed sweep's choice
+    (`SWEEP_RECORD`, by `RATE_RULE`) when the sweep has finished the method, else the registry's
+    default (`get_method(method).default_lr`)."""
+    from tutorial_lib.methods import get_method
+
+    path = record or _results(SWEEP_RECORD)
+    saved = json.loads(path.read_text()).get("methods", {}) if path.exists() else {}
+    if method in saved:
+        return saved[method]["chosen_lr"], f"the fair-rate sweep's choice ({path.name})"
+    return get_method(method).default_lr, f"the registry default ({path.name} has no {method} yet)"
+
+
+def swept_runs(methods: list[str], path: Path | None = None) -> list[dict]:
+    """The committed sweep's run records (`SWEEP_RUNS`: each line's `result`) of `methods`, in
+    the order of `methods` and then of the rates; failed runs left out."""
+    path = path or _results(SWEEP_RUNS)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = [r["result"] for r in rows if "error" not in r.get("result", {"error": None})]
+    ordered = sorted(
+        (r for r in runs if r["method"] in methods),
+        key=lambda r: (methods.index(r["method"]), r["lr"]),
+    )
+    return [r | {"label": f"{r['method']} {r['lr']:.2g}", "group": r["method"]} for r in ordered]
