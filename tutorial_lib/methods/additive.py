@@ -119,7 +119,7 @@ class WithBias(Switchable):
     "bias-added",
     "additive",
     BiasAddedConfig,
-    default_lr=3e-3,  # measured best, lesson 04 (benchmarks/results/learning-rates.json)
+    default_lr=1e-2,  # the fair-rate sweep's choice (benchmarks/results/rate-sweep.json)
     description="ADDITIVE, not selective: add zero biases to every linear layer, train only them",
 )
 def apply_bias_added(model, config: BiasAddedConfig):

@@ -140,7 +140,7 @@ class SoftPromptModel(Switchable):
     "prompt-scratch",
     "additive",
     PromptConfig,
-    default_lr=3e-1,  # prompt-tuning's (the same numbers): lesson 03, learned nothing at 28 steps
+    default_lr=1e-1,  # prompt-tuning's (the same numbers)
     description="soft prompt written here (same numbers as peft's prompt tuning, tested)",
 )
 def apply_prompt_scratch(model, config: PromptConfig):
@@ -154,7 +154,7 @@ def apply_prompt_scratch(model, config: PromptConfig):
     "prompt-tuning",
     "additive",
     PromptConfig,
-    default_lr=3e-1,  # best of lesson 03's sweep, where it learned nothing at 28 steps
+    default_lr=1e-1,  # the fair-rate sweep's (rate-sweep.json): no rate recalled a fact, so the lowest
     description="soft prompt of learned input embeddings, initialised from text (peft)",
 )
 def apply_prompt_tuning(model, config: PromptConfig):
@@ -211,7 +211,7 @@ class PrefixConfig:
     "prefix-tuning",
     "additive",
     PrefixConfig,
-    default_lr=1e-1,  # best of lesson 03's sweep, where it learned nothing at 28 steps
+    default_lr=3e-2,  # the fair-rate sweep's (rate-sweep.json): every rate recalled 1 of 56, so the lowest
     description="learned key/value prefixes in every attention layer (peft)",
 )
 def apply_prefix_tuning(model, config: PrefixConfig):
