@@ -86,9 +86,12 @@ RECORD_COLUMNS = {  # column: the key of one rate's row in the record
 def swept(method: str, name: str = SWEEP_RECORD) -> dict | None:
     """`method`'s entry in the committed fair-rate sweep (its rates' numbers and the rule's
     `chosen_lr`), or None while the sweep has not finished its three rates."""
-    from tutorial_lib.results import committed
+    from tutorial_lib.data import results_dir  # not results.committed: results imports rates
 
-    return committed(name)["methods"].get(method)
+    path = results_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: it comes with a clone of the repository")
+    return json.loads(path.read_text())["methods"].get(method)
 
 
 def chosen_and_neighbour(method: str, name: str = SWEEP_RECORD) -> list[float] | None:
