@@ -101,16 +101,23 @@ def children_peak_rss_mib(parent: int) -> float:
     return peak
 
 
+def sample_peak(seen: dict[str, float]) -> None:
+    """Raise `seen`'s peak to the kernels' high-water mark now."""
+    seen["peak_rss_mib"] = max(seen["peak_rss_mib"], children_peak_rss_mib(os.getpid()))
+
+
 @contextmanager
 def kernel_peak_watch(every: float = 0.5) -> Iterator[dict[str, float]]:
     """Poll the kernels' VmHWM while a notebook runs (Linux only; 0 elsewhere). The high-water
-    mark only rises, so the last reading before the kernel exits is its peak."""
+    mark only rises, so the last reading before the kernel exits is its peak; `execute` also
+    reads it after every cell (`sample_peak`), so a kernel that lives less than `every` (or a
+    poller the scheduler delays) is still read while it is alive."""
     seen = {"peak_rss_mib": 0.0}
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(every):
-            seen["peak_rss_mib"] = max(seen["peak_rss_mib"], children_peak_rss_mib(os.getpid()))
+            sample_peak(seen)
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
@@ -121,9 +128,12 @@ def kernel_peak_watch(every: float = 0.5) -> Iterator[dict[str, float]]:
         watcher.join()
 
 
-def execute(path: Path, env: dict[str, str], write_to: Path) -> tuple[float, str | None]:
+def execute(
+    path: Path, env: dict[str, str], write_to: Path, after_cell=None
+) -> tuple[float, str | None]:
     """Run a notebook top to bottom in a fresh kernel, its folder as the working directory;
-    return its wall seconds and the error (None if every cell ran), and save the result."""
+    return its wall seconds and the error (None if every cell ran), and save the result.
+    `after_cell()` is called after each cell, while the kernel is alive."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -133,6 +143,7 @@ def execute(path: Path, env: dict[str, str], write_to: Path) -> tuple[float, str
         timeout=CELL_TIMEOUT,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
+        on_cell_executed=(lambda **_: after_cell()) if after_cell else None,
     )
     start, error = time.perf_counter(), None
     try:
@@ -154,7 +165,7 @@ def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Pat
         TIME_LOG_ENV: str(log),
     }
     with kernel_peak_watch() as memory:
-        seconds, error = execute(path, env, write_to)
+        seconds, error = execute(path, env, write_to, after_cell=lambda: sample_peak(memory))
     target = target_seconds(path, profile)
     return {
         **breakdown(seconds, log),
