@@ -16,6 +16,7 @@ import math
 import statistics
 
 from tutorial_lib.floor import beyond_floor
+from tutorial_lib.matched import by_method
 
 LEARNING = {  # record key: column
     "domain_recall_after": "recall",
@@ -37,15 +38,6 @@ def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def _done(records: list[dict]) -> dict[str, list[dict]]:
-    """Finished runs grouped by method, in the order methods first appear."""
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        if "error" not in record:
-            groups.setdefault(record["method"], []).append(record)
-    return groups
 
 
 def suite_changes(run: dict) -> dict[str, dict]:
@@ -75,7 +67,7 @@ def method_rows(records: list[dict], floors: list[dict] = ()) -> list[dict]:
     floor, the floor's own figures and seed 0's verdict against it per measure."""
     floor_of = {f["method"]: f for f in floors if "error" not in f}
     rows = []
-    for method, runs in _done(records).items():
+    for method, runs in by_method(records).items():
         row = {"method": method, "lr": runs[0]["lr"], "seeds": len(runs)}
         for key in (*LEARNING, *FORGETTING):
             row[key], row[f"{key}_sd"] = _mean_sd([r.get(key) for r in runs])
