@@ -14,6 +14,7 @@ from tutorial_lib.config import (
     get_profile,
     lesson_profile,
 )
+from tutorial_lib.results import BUDGET
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb"))
 
@@ -32,10 +33,14 @@ def test_a_lesson_profile_keeps_the_base_profile_and_changes_only_its_sizes(name
 
 
 def test_the_method_lessons_share_one_budget_in_both_profiles():
-    quick = {n: lesson_profile(n, get_profile("quick")) for n in ("03", "04", "05", "06", "07")}
+    quick = {n: lesson_profile(n, get_profile("quick")) for n in ("03", "04", "05", "06")}
     assert len(set(quick.values())) == 1  # lesson 04 once probed 16 items in quick, the rest 8
-    full = {n: lesson_profile(n, get_profile("full")) for n in ("03", "04", "05", "07")}
+    full = {n: lesson_profile(n, get_profile("full")) for n in ("03", "04", "05")}
     assert len(set(full.values())) == 1
+    for name in ("full", "quick"):  # lesson 07 adds the published suite to the same training
+        lesson, method = (lesson_profile(n, get_profile(name)) for n in ("07", "03"))
+        assert {k: getattr(lesson, k) for k in BUDGET} == {k: getattr(method, k) for k in BUDGET}
+        assert lesson.train_steps == method.train_steps and lesson.suite_items > 0
     assert lesson_profile("06_qlora", get_profile("full")).probe_items is None  # all, as lesson 02
 
 

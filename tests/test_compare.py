@@ -276,8 +276,8 @@ def test_compare_command_writes_json_and_markdown(tiny_folder, tmp_path):
     assert SUMMARY_KEYS <= set(result["records"][0])
     assert [row["seeds"] for row in result["summary"]] == [2, 2]
     table = md.read_text()
-    assert table.startswith("| method | family | lr | seeds |") and "| lora |" in table
-    assert "| method | lr | seeds | recall |" in table  # the new measures, per method
+    assert table.startswith("| method | lr | seeds | recall |")  # the new measures first
+    assert "| method | family | lr | seeds |" in table and "| lora |" in table  # then costs
     assert [row["seeds"] for row in result["measures"]] == [2, 2]
     assert table in proc.stdout and "runs cached in" in proc.stderr
     assert proc.stderr.count("run: ") == 4

@@ -77,3 +77,31 @@ def test_markdown_tables_show_every_method_and_task():
     assert "| method | hellaswag | piqa |" in suite
     assert "-0.050 ± 0.000 (−8.0 / +3.0)" in suite
     assert mt.suite_markdown(mt.method_rows([_run(suite=False)])) == ""
+
+
+def test_costs_scale_each_column_and_leave_out_methods_without_a_finished_run():
+    def stat(mean):
+        return {"mean": mean, "std": None}
+
+    summary = [
+        {
+            "method": "lora",
+            "family": "reparameterization",
+            "seeds": 3,
+            "trainable_percent": stat(1.8),
+            "training_memory_bytes": stat(3 * 2**30),
+            "checkpoint_bytes": stat(9.5 * 2**20),
+        },
+        {"method": "bitfit", "family": "selective", "seeds": 0},
+    ]
+    table = mt.costs(summary)
+    assert list(table.index) == ["lora"]
+    assert table.loc["lora"].tolist() == ["reparameterization", 1.8, 3.0, 9.5]
+
+
+def test_floor_markdown_sets_seed_0_beside_its_floor_with_the_verdicts():
+    floor = _run(ce=0.05, kl=0.05, lost=2, gained=4) | {"train_on": "general"}
+    rows = mt.method_rows([_run(seed=1, ce=0.9), _run(ce=0.2, kl=0.02), _run("full")], [floor])
+    table = mt.floor_markdown(rows)
+    assert "| lora | 0.200 | 0.050 | beyond | 0.020 | 0.050 | below | −5 / +3 | −2 / +4 |" in table
+    assert "| full |" not in table  # no floor, no row

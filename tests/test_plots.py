@@ -65,3 +65,35 @@ def test_rate_sweep_draws_recall_and_cost_against_rate_and_rings_the_chosen_rate
     assert left.collections[0].get_offsets().tolist() == [[0.03, 0.6]]  # the ring
     assert right.collections[0].get_offsets().tolist() == [[0.03, 0.5]]
     assert len(left.collections) == 1  # adapter has no chosen rate given: no ring
+
+
+def test_probe_vs_suite_plots_every_run_with_floors_hollow_and_titles_the_correlation():
+    from tutorial_lib.rank_agreement import probe_vs_suite
+
+    def run(method, floor, before, after, probe, ce):
+        return {
+            "method": method,
+            "train_on": "general" if floor else "domain",
+            "suite_accuracy_before": {"arc_easy": before},
+            "suite_accuracy_after": {"arc_easy": after},
+            "forgetting": probe,
+            "general_ce_change": ce,
+        }
+
+    records = [
+        run("full", False, 0.5, 0.45, 0.04, 0.3),
+        run("lora", False, 0.5, 0.40, 0.06, 0.4),
+        run("ia3", False, 0.5, 0.30, 0.10, 2.4),
+        run("full", True, 0.5, 0.52, -0.01, -0.1),
+    ]
+    fig = plots.probe_vs_suite(probe_vs_suite(records))
+    left, right = fig.axes[:2]
+    offsets = [c.get_offsets().tolist() for c in left.collections]
+    drawn = sorted(tuple(round(v, 9) for v in p) for o in offsets for p in o)
+    assert drawn == sorted([(0.05, 0.04), (0.1, 0.06), (0.2, 0.1), (-0.02, -0.01)])
+    assert left.get_title().startswith("ρ = 1.00") and "4 runs" in left.get_title()
+    hollow = [c for c in left.collections if c.get_facecolors()[:, 3].max(initial=0) == 0]
+    assert [len(c.get_offsets()) for c in hollow] == [1]  # the floor
+    assert round(hollow[0].get_offsets()[0][0], 9) == -0.02
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["full", "lora", "ia3"]
+    assert right.get_ylabel().startswith("ΔCE")

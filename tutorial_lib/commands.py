@@ -231,8 +231,9 @@ def compare(args) -> int:
     from tutorial_lib import method_table
 
     rows = method_table.method_rows(result.records, result.floors)  # the new measures per method
-    table = result.markdown() + "\n" + method_table.markdown(rows)
+    table = method_table.markdown(rows) + "\n" + method_table.floor_markdown(rows)
     table += "\n" + method_table.suite_markdown(rows) if any(r["suite"] for r in rows) else ""
+    table += "\n" + result.markdown()  # costs, and the older measures
     print(table, end="")
     saved = {**result.to_json(), "measures": rows, "ran": _how_it_ran(profile)}
     _write_json(args.json, saved)

@@ -57,11 +57,14 @@ __all__ = [  # with the reading of runs (`results`) that lesson 07 calls through
 ]
 
 SUMMARISED = (  # per method over seeds: mean and spread
+    "domain_recall_after",
     "domain_accuracy_after",
     "domain_gain",
     "forgetting",
     "retention",
     "general_ce_after",
+    "general_ce_change",
+    "kl_to_base",
     "forgetting_at_target",
     "retention_at_target",
     "sec_per_step",

@@ -88,6 +88,7 @@ def method_rows(records: list[dict], floors: list[dict] = ()) -> list[dict]:
             row["floor"] = {key: floor.get(key) for key in (*FORGETTING, "forgetting")}
             row["floor"]["suite"] = suite_changes(floor)
             row["verdicts"] = {m: beyond_floor(first, floor, m)["verdict"] for m in FLOOR_VERDICTS}
+            row["first"] = {key: first.get(key) for key in (*FORGETTING, "forgetting")}
         rows.append(row)
     return rows
 
@@ -99,10 +100,10 @@ def _cell(mean: float | None, sd: float | None, digits: int) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The rows as one Markdown table (mean ± sd over seeds), the floor's ΔCE and KL and the
-    verdicts of seed 0 against it in the last columns."""
+    """The rows as one Markdown table: learning, then forgetting, each mean ± sd over seeds
+    (the floors have a table of their own, `floor_markdown`)."""
     head = ["method", "lr", "seeds", *LEARNING.values(), *FORGETTING.values()]
-    head += ["suite composite Δ", "floor ΔCE", "floor KL", "ΔCE vs floor", "KL vs floor"]
+    head += ["suite composite Δ"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["method"], f"{row['lr']:g}", str(row["seeds"])]
@@ -111,12 +112,28 @@ def markdown(rows: list[dict]) -> str:
         cells += [_cell(row[k], row[f"{k}_sd"], 1) for k in ("probe_lost", "probe_gained")]
         comp = row["suite"].get("composite")
         cells.append(_cell(comp["change"], comp["change_sd"], 3) if comp else "–")
-        floor, verdicts = row["floor"], row.get("verdicts", {})
-        cells += [
-            "–" if not floor or floor[k] is None else f"{floor[k]:.3f}"
-            for k in ("general_ce_change", "kl_to_base")
-        ]
-        cells += [verdicts.get(k, "–") for k in ("general_ce_change", "kl_to_base")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def floor_markdown(rows: list[dict]) -> str:
+    """Each method's seed-0 run beside its noise floor (the same method, rate and steps on
+    general text): ΔCE, KL and the probe's items lost / gained of both, with the run's verdict
+    against the floor (`floor.beyond_floor`: beyond, within or below, at 2 standard errors).
+    Methods without a floor are left out."""
+    head = ["method", "ΔCE run", "ΔCE floor", "ΔCE", "KL run", "KL floor", "KL"]
+    head += ["probe −lost/+gained run", "floor", "net forgetting"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        floor, verdicts, first = row.get("floor"), row.get("verdicts", {}), row.get("first")
+        if not floor or not first:
+            continue
+        cells = [row["method"]]
+        for key in ("general_ce_change", "kl_to_base"):
+            cells += [f"{first[key]:.3f}", f"{floor[key]:.3f}", verdicts[key]]
+        cells.append(f"−{first['probe_lost']} / +{first['probe_gained']}")
+        cells.append(f"−{floor['probe_lost']} / +{floor['probe_gained']}")
+        cells.append(verdicts["forgetting"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -145,3 +162,29 @@ def suite_markdown(rows: list[dict]) -> str:
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+COSTS = {  # summary key (`compare.with_fresh_memory`): (column, scale)
+    "trainable_percent": ("trainable %", 1),
+    "training_memory_bytes": ("training memory (GiB, fresh process)", 2**-30),
+    "checkpoint_bytes": ("checkpoint (MiB)", 2**-20),
+}
+
+
+def costs(summary: list[dict]):
+    """What each method costs, one row per method that finished a run: its trainable share,
+    the memory training needs (measured alone, in a fresh process, batch 8 of 128 tokens) and
+    the file that keeps the result. Time per step is left out: a comparison's runs share the
+    machine, so their clocks are not comparable (lesson 07 times its own runs)."""
+    import pandas as pd
+
+    rows = []
+    for row in summary:
+        if not row["seeds"]:
+            continue
+        out = {"method": row["method"], "family": row["family"]}
+        for key, (column, scale) in COSTS.items():
+            mean = (row.get(key) or {}).get("mean")
+            out[column] = None if mean is None else mean * scale
+        rows.append(out)
+    return pd.DataFrame(rows).set_index("method").round(3)

@@ -245,6 +245,9 @@ def accuracy_and_retention(
 
 
 AXES = {  # summary key -> (axis label, scale, higher is better)
+    "domain_recall_after": ("recall (held-out questions, greedy reply)", 1, True),
+    "general_ce_change": ("ΔCE on general text (nats/token)", 1, False),
+    "kl_to_base": ("KL(base ‖ tuned) on general text (nats/token)", 1, False),
     "domain_accuracy_after": ("domain accuracy (held-out questions)", 1, True),
     "retention": ("probe retention (share of known items kept)", 1, True),
     "retention_at_target": ("retention at matched domain accuracy", 1, True),
@@ -326,6 +329,49 @@ def rate_sweep(runs: list[dict], chosen: dict[str, float] | None = None, title: 
     left.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def probe_vs_suite(agreement: dict, title: str = ""):
+    """The runs of a comparison (`rank_agreement.probe_vs_suite`): the suite's mean accuracy drop
+    across, the probe's net forgetting (left) and the general-text ΔCE (right) up, each panel
+    titled with its Spearman ρ and 95 % interval; floors hollow, runs filled, one colour per
+    method. Points that agree in rank lie along a rising line."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=80)
+    points = agreement["points"]
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    colours = plt.get_cmap("tab20")
+    for ax, key, label in (
+        (axes[0], "probe", "probe: net items forgotten (share)"),
+        (axes[1], "ce", "ΔCE on general text (nats/token)"),
+    ):
+        for k, method in enumerate(methods):
+            for floor in (False, True):
+                mine = [p for p in points if p["method"] == method and p["floor"] == floor]
+                if not mine:
+                    continue
+                colour = colours(k % 20)
+                ax.scatter(
+                    [p["suite"] for p in mine],
+                    [p[key] for p in mine],
+                    s=28,
+                    facecolors="none" if floor else colour,
+                    edgecolors=colour,
+                    label=None if floor or ax is axes[1] else method,
+                )
+        a = agreement[key]
+        lo, hi = a["spearman_ci95"]
+        ax.set_title(f"ρ = {a['spearman']:.2f} (95 % CI {lo:.2f} to {hi:.2f}), {a['n']} runs")
+        ax.set_xlabel("suite: mean accuracy drop (before − after)")
+        ax.set_ylabel(label)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+    axes[0].legend(fontsize=6, ncol=2, loc="best")
+    fig.suptitle(
+        title or "Does the probe order the runs as the published suite does? (hollow: floors)"
+    )
     fig.tight_layout()
     plt.close(fig)
     return fig
