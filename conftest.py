@@ -3,9 +3,12 @@
 The notebook kernels nbval starts inherit this environment.
 """
 
+import functools
 import os
 import shutil
 import subprocess
+
+import pytest
 
 os.environ.setdefault("TUTORIAL_PROFILE", "quick")
 
@@ -24,15 +27,23 @@ if all(os.path.exists(p) for p in _BROWSER) and "TUTORIAL_BROWSER_NOTEBOOK" not 
 # printed), which is nbval-lax's check and more; where an empty network namespace can be made,
 # nbval does not run the lesson a second time (about 70 s). `-m "not slow"` deselects that test,
 # so then nbval runs the lesson as any other.
-def _netless() -> bool:
+@functools.cache
+def _netless_prefix() -> list[str] | None:
+    """A command prefix giving a process an empty network namespace, where this machine allows it."""
     if shutil.which("unshare") is None:
-        return False
-    return any(
-        subprocess.run([*prefix, "true"], capture_output=True).returncode == 0
-        for prefix in (["unshare", "-n"], ["unshare", "-rn"])
-    )
+        return None
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return prefix
+    return None
+
+
+@pytest.fixture
+def netless_prefix() -> list[str] | None:
+    """`_netless_prefix()`: the prefix for a process with no network, or None where none can be made."""
+    return _netless_prefix()
 
 
 def pytest_configure(config):
-    if "not slow" not in (config.getoption("markexpr", "") or "") and _netless():
+    if "not slow" not in (config.getoption("markexpr", "") or "") and _netless_prefix():
         collect_ignore.append("notebooks/00_setup_and_baseline.ipynb")

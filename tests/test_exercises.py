@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from tutorial_lib import lowrank, quant, results
 from tutorial_lib.evaluate import ChoiceResult, Evaluation, forgetting_report
+from tutorial_lib.exercise_answers import shaped
 from tutorial_lib.memory import (
     ARCHITECTURES,
     activation_bytes,
@@ -76,26 +76,9 @@ def choices(right: list[bool]) -> ChoiceResult:
     )
 
 
-def smollm2_shaped():
-    """A llama with SmolLM2-135M's shape on the meta device: real layers, no weights, no memory."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=SMOL.hidden_size,
-        intermediate_size=SMOL.intermediate_size,
-        num_hidden_layers=SMOL.num_hidden_layers,
-        num_attention_heads=SMOL.num_attention_heads,
-        num_key_value_heads=SMOL.num_key_value_heads,
-        vocab_size=SMOL.vocab_size,
-        tie_word_embeddings=SMOL.tie_word_embeddings,
-    )
-    with torch.device("meta"):
-        return LlamaForCausalLM(config)
-
-
 def trainable(method: str, config=None) -> int:
     """Trainable parameters of a method applied to the SmolLM2-shaped model."""
-    return count_params(apply_method(smollm2_shaped(), method, config))[0]
+    return count_params(apply_method(shaped(), method, config))[0]
 
 
 # --- one checker per exercise: the library's value, in the unit the notes write ---------------------

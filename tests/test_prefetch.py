@@ -98,16 +98,6 @@ def test_prefetch_refuses_a_gguf_that_does_not_match_its_pin(tmp_path, fake_mode
     assert not (tmp_path / "kit" / "models" / "fake").exists()
 
 
-def _netless_prefix() -> list[str] | None:
-    """A command prefix giving a process an empty network namespace, where this machine allows it."""
-    if shutil.which("unshare") is None:
-        return None
-    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
-        if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
-            return prefix
-    return None
-
-
 # The kernel talks to its client over Unix sockets (transport "ipc", at an absolute path prefix):
 # the empty namespace has no network at all, not even loopback.
 RUN_NOTEBOOK = """
@@ -135,8 +125,8 @@ else:
 
 
 @pytest.mark.slow
-def test_prefetched_kit_runs_lesson_00_with_no_network(tmp_path):
-    prefix = _netless_prefix()
+def test_prefetched_kit_runs_lesson_00_with_no_network(tmp_path, netless_prefix):
+    prefix = netless_prefix
     if prefix is None:
         pytest.skip(
             "cannot make an empty network namespace here (`unshare -n` and `unshare -rn` both "

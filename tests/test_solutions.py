@@ -52,6 +52,16 @@ def solutions(name: str) -> dict[int, str]:
     return found
 
 
+def committed_output(name: str) -> str:
+    """The text the lesson's code cells printed, as committed."""
+    return "".join(
+        out.get("text", "")
+        for c in lesson(name).cells
+        if c.cell_type == "code"
+        for out in c.get("outputs", [])
+    )
+
+
 def recorded() -> dict:
     return json.loads(RECORD.read_text(encoding="utf-8"))
 
@@ -167,25 +177,13 @@ def test_lesson_03_parameter_counts(exercise, key, words):
 
 
 def test_lesson_03_exercise_5_matches_peft_in_the_committed_output():
-    nb = lesson("03_additive_methods")
-    printed = "".join(
-        out.get("text", "")
-        for c in nb.cells
-        if c.cell_type == "code"
-        for out in c.get("outputs", [])
-    )
+    printed = committed_output("03_additive_methods")
     count = recorded()["03"]["5"]["prefix_with_mlp"]
     assert re.search(rf"prefix-tuning \+ MLP: trainable params: {count:,}\b", printed)
 
 
 def test_lesson_00_exercise_3_quotes_the_committed_scores():
-    nb = lesson("00_setup_and_baseline")
-    printed = "".join(
-        out.get("text", "")
-        for c in nb.cells
-        if c.cell_type == "code"
-        for out in c.get("outputs", [])
-    )
+    printed = committed_output("00_setup_and_baseline")
     acc = re.search(r"probe accuracy\s+(\d\.\d{3})", printed).group(1)
     norm = re.search(r"probe acc_norm (\d\.\d{3})", printed).group(1)
     text = " ".join(solutions("00_setup_and_baseline")[3].split())

@@ -32,6 +32,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -279,9 +280,14 @@ def unbacked(
     return found
 
 
+def per_notebook(paths: list[Path], measure: Callable[[Path], int]) -> dict[str, int]:
+    """`measure` of each notebook, by file stem in sorted order: the form of a ratchet's record."""
+    return {Path(p).stem: measure(p) for p in sorted(paths)}
+
+
 def counts(paths: list[Path]) -> dict[str, int]:
     """The number of unbacked numbers per notebook, by file stem: the ratchet's record."""
-    return {Path(p).stem: len(unbacked(p)) for p in sorted(paths)}
+    return per_notebook(paths, lambda path: len(unbacked(path)))
 
 
 # What a word count of the main text leaves out, in order: each is replaced by a space.
@@ -341,7 +347,7 @@ def main_text_words(notebook: nbformat.NotebookNode | str | Path) -> int:
 
 def word_counts(paths: list[Path]) -> dict[str, int]:
     """Main-text words per notebook, by file stem: the word ratchet's record."""
-    return {Path(p).stem: main_text_words(p) for p in sorted(paths)}
+    return per_notebook(paths, main_text_words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,11 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         "--words", action="store_true", help="print each lesson's main-text words as JSON"
     )
     args = parser.parse_args(argv)
-    if args.counts:
-        print(json.dumps(counts(args.notebooks), indent=2))
-        return 0
-    if args.words:
-        print(json.dumps(word_counts(args.notebooks), indent=2))
+    record = counts if args.counts else word_counts if args.words else None
+    if record is not None:
+        print(json.dumps(record(args.notebooks), indent=2))
         return 0
     for path in args.notebooks:
         for item in unbacked(path):
