@@ -69,3 +69,29 @@ def test_peft_table_has_a_row_per_run():
     runs, _ = literature.load()
     table = literature.peft_table(runs)
     assert len(table) == len(runs) and table["peak memory (GiB)"].gt(1).all()
+
+
+def test_against_comparison_marks_each_shared_pair_and_counts_agreements():
+    def stat(v):
+        return {"mean": v, "std": None}
+
+    def ours(method, recall, ce, mem):
+        return {
+            "method": method,
+            "seeds": 1,
+            "domain_recall_after": stat(recall),
+            "general_ce_change": stat(ce),
+            "training_memory_bytes": stat(mem),
+        }
+
+    summary = [ours("full", 0.9, 0.3, 3.0), ours("lora", 0.6, 0.4, 2.0), ours("adapter", 0.7, 1, 2)]
+    summary.append({"method": "bitfit", "seeds": 0})  # refused: no numbers, no pairs
+    runs, _ = literature.load()
+    table = literature.against_comparison(summary, runs)
+    best = best_runs(runs)
+    assert list(table.index) == ["full vs lora", "agree / pairs"]  # the only pair peft ran too
+    peft_puts_lora_first = best["full"].test_accuracy < best["lora"].test_accuracy  # ours: full
+    assert table.loc["full vs lora", "learning"] == (
+        "disagree" if peft_puts_lora_first else "agree"
+    )
+    assert table.loc["agree / pairs", "memory"] == "1 / 1"  # full needs more memory on both

@@ -152,3 +152,35 @@ def peft_table(runs: list[PublishedRun] | None = None):
             for r in runs
         ]
     )
+
+
+AGAINST = {  # measure: (our summary key, peft's field); both sides "better" the same way
+    "learning": ("domain_recall_after", "test_accuracy"),
+    "forgetting (ΔCE)": ("general_ce_change", "forgetting_ce"),
+    "memory": ("training_memory_bytes", "peak_memory_bytes"),
+}
+
+
+def against_comparison(summary: list[dict], runs: list[PublishedRun] | None = None):
+    """Our comparison (`compare.with_fresh_memory` summary: per method, the mean over seeds)
+    beside peft's best run per method: for every method pair both ran, which side each puts
+    first on learning, forgetting and memory, and whether they agree (`pairwise_agreement`).
+    The last row counts the agreements per measure."""
+    import pandas as pd
+
+    theirs_runs = best_runs(runs if runs is not None else load()[0])
+    columns = {}
+    for measure, (ours_key, theirs_key) in AGAINST.items():
+        ours = {
+            r["method"]: r[ours_key]["mean"]
+            for r in summary
+            if r["seeds"] and (r.get(ours_key) or {}).get("mean") is not None
+        }
+        theirs = {m: getattr(run, theirs_key) for m, run in theirs_runs.items()}
+        for row in pairwise_agreement(ours, theirs):
+            columns.setdefault(row["pair"], {})[measure] = row["verdict"]
+    table = pd.DataFrame.from_dict(columns, orient="index")[list(AGAINST)]
+    table.loc["agree / pairs"] = [
+        f"{(table[m] == 'agree').sum()} / {table[m].notna().sum()}" for m in AGAINST
+    ]
+    return table
