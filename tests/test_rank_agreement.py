@@ -61,3 +61,28 @@ def test_probe_vs_suite_reads_runs_and_refuses_too_few():
         ra.probe_vs_suite(records[:2])
     with pytest.raises(ValueError, match="same points"):
         ra.spearman([1.0, 2.0], [1.0])
+
+
+def test_tasks_above_chance_keep_only_tasks_with_room_to_fall():
+    run = {  # the base model's suite at 100 items a task, as the comparison records it
+        "suite_accuracy_before": {
+            "arc_easy": 0.51,
+            "arc_challenge": 0.20,
+            "hellaswag": 0.35,
+            "piqa": 0.62,
+            "winogrande": 0.43,
+        },
+        "suite_chance": {
+            "arc_easy": 0.25,
+            "arc_challenge": 0.25,
+            "hellaswag": 0.25,
+            "piqa": 0.5,
+            "winogrande": 0.5,
+        },
+        "suite_n_items": dict.fromkeys(
+            ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande"], 100
+        ),
+    }
+    # hellaswag: 0.10 above chance, 2 se of guessing = 0.087; piqa: 0.12 against 0.10
+    assert ra.tasks_above_chance(run) == ("arc_easy", "hellaswag", "piqa")
+    assert ra.tasks_above_chance(run, z=2.5) == ("arc_easy",)

@@ -105,6 +105,18 @@ def suite_drop(run: dict, tasks: tuple[str, ...] | None = None) -> float | None:
     return statistics.fmean(before[t] - after[t] for t in measured)
 
 
+def tasks_above_chance(run: dict, z: float = 2.0) -> tuple[str, ...]:
+    """The suite tasks on which a run's model started more than `z` standard errors of guessing
+    (sqrt(c(1 − c)/n)) above chance: only they have room to show forgetting. Near-chance tasks
+    move by churn alone (lesson 00 measured which are which)."""
+    before, chance, n = run["suite_accuracy_before"], run["suite_chance"], run["suite_n_items"]
+    return tuple(
+        task
+        for task in before
+        if before[task] - chance[task] > z * math.sqrt(chance[task] * (1 - chance[task]) / n[task])
+    )
+
+
 def probe_vs_suite(records: list[dict], tasks: tuple[str, ...] | None = None) -> dict:
     """How well the probe's forgetting (net items lost, a share) and the general-text ΔCE
     order a comparison's runs as the suite's mean accuracy drop does: `agreement` for each,
