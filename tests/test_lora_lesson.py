@@ -17,6 +17,7 @@ from tutorial_lib.lowrank import (  # noqa: E402
     matrix_table,
     peft_lora_layers,
     rank_costs,
+    spectrum_by_shape,
     spectrum_summary,
     tie_to_peft,
 )
@@ -72,6 +73,22 @@ def test_spectrum_summary_finds_the_rank_of_known_updates():
     assert table.loc["full", "median rank"] == 20
     assert table.loc["full", "median rank for 90%"] == 18  # a flat spectrum needs 90 % of it
     assert table.loc["full", "top-2 share"] == pytest.approx(0.1)
+
+
+def test_spectrum_by_shape_keeps_shapes_apart_and_reports_shares_of_the_maximum():
+    g = torch.Generator().manual_seed(0)
+    deltas = {
+        "square": torch.eye(20),  # rank 20 of 20
+        "wide": torch.randn(20, 5, generator=g) @ torch.randn(5, 10, generator=g),  # 5 of 10
+        "wide2": torch.randn(20, 5, generator=g) @ torch.randn(5, 10, generator=g),
+    }
+    table = spectrum_by_shape({"run": deltas}, energy=0.9, top=2)
+    square, wide = table.loc[("run", "20 × 20")], table.loc[("run", "20 × 10")]
+    assert square["median rank"] == 20 and square["rank / max"] == 1.0
+    assert wide["matrices"] == 2 and wide["max rank"] == 10
+    assert wide["median rank"] == 5 and wide["rank / max"] == 0.5
+    # one median over both shapes would have mixed a maximum of 20 with one of 10
+    assert len(table) == 2
 
 
 def test_energy_curves_draw_each_matrix_and_a_median_that_ends_at_one():

@@ -57,3 +57,35 @@ def test_forgetting_then_learning_tables_in_reading_order():
     assert table.loc["a", "net forgot (pts)"] == -1.67 and table.loc["a", "net ± (pts)"] == 2.29
     learned = learning_table([_run("a", **extra)])
     assert list(learned.columns)[0] == "recall" and learned.loc["a", "MC control"] == 0.6
+
+
+def test_run_differences_give_b_minus_a_with_the_combined_error():
+    from tutorial_lib.run_tables import run_differences
+
+    a = _run("a", domain_recall_after_stderr=0.06, forgetting=0.05, forgetting_stderr=0.03)
+    b = _run(
+        "b",
+        general_ce_change=0.71234,
+        general_ce_change_stderr=0.12,
+        domain_recall_after=0.8,
+        domain_recall_after_stderr=0.08,
+        forgetting=0.1,
+        forgetting_stderr=0.04,
+    )
+    table = run_differences({"wider": (a, b)})
+    ce = table.loc[("wider", "ΔCE")]
+    assert ce["b − a"] == pytest.approx(0.3) and ce["±"] == pytest.approx(0.13)
+    assert ce["|b − a| / ±"] == pytest.approx(0.3 / 0.13, abs=1e-3)
+    recall = table.loc[("wider", "recall")]
+    assert recall["b − a"] == pytest.approx(0.3) and recall["±"] == pytest.approx(0.1)
+    net = table.loc[("wider", "net forgot (pts)")]  # fractions shown as points
+    assert net["b − a"] == pytest.approx(5.0) and net["±"] == pytest.approx(5.0)
+
+
+def test_run_differences_leave_an_unmeasured_error_empty():
+    from tutorial_lib.run_tables import run_differences
+
+    table = run_differences({"p": (_run("a", kl_to_base_stderr=None), _run("b"))})
+    kl = table.loc[("p", "KL to base")]
+    assert kl["b − a"] == 0.0
+    assert kl["±"] != kl["±"] and kl["|b − a| / ±"] != kl["|b − a| / ±"]  # NaN: not made up

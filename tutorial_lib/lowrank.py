@@ -309,6 +309,45 @@ def spectrum_summary(
     return pd.DataFrame(rows).set_index("run")
 
 
+def spectrum_by_shape(
+    deltas_by_run: dict[str, dict[str, torch.Tensor]], energy: float = 0.9, top: int = 8
+):
+    """One row per run and matrix shape: a median over matrices of different shapes mixes
+    different maxima (a 576 × 192 update has rank at most 192, a 576 × 576 one 576), so ranks
+    are summarised per shape and also as a share of that shape's maximum rank."""
+    import pandas as pd
+
+    rows = []
+    for label, deltas in deltas_by_run.items():
+        shapes: dict[tuple[int, int], list[torch.Tensor]] = {}
+        for delta in deltas.values():
+            shapes.setdefault(tuple(delta.shape), []).append(delta)
+        for shape, group in sorted(shapes.items()):
+            most = min(shape)
+            ranks, energy_ranks, shares = [], [], []
+            for delta in group:
+                s = singular_values(delta)
+                power = s**2
+                ranks.append(numerical_rank(s, shape))
+                energy_ranks.append(energy_rank(s, energy))
+                shares.append(float(power[:top].sum() / power.sum()) if power.sum() > 0 else 0.0)
+            rank, e = pd.Series(ranks).median(), pd.Series(energy_ranks).median()
+            rows.append(
+                {
+                    "run": label,
+                    "shape": f"{shape[0]} × {shape[1]}",
+                    "matrices": len(group),
+                    "max rank": most,
+                    "median rank": rank,
+                    "rank / max": round(rank / most, 3),
+                    f"median rank for {energy:.0%}": e,
+                    f"{energy:.0%} rank / max": round(e / most, 3),
+                    f"top-{top} share": round(pd.Series(shares).median(), 3),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["run", "shape"])
+
+
 def rank_of(run: dict) -> int:
     """The LoRA rank a run summary trained with, from its stored method config."""
     config = (run.get("spec") or {}).get("method_config") or {}

@@ -91,3 +91,37 @@ def learning_table(runs: list[dict]):
     paired se of the change), then multiple-choice accuracy and the same choices scored after an
     unrelated question (the control: what survives it is recognition of the trained string)."""
     return _table(runs, LEARNING_COLUMNS)
+
+
+DIFFERENCES = {  # measure: (record key, key of its standard error)
+    "recall": ("domain_recall_after", "domain_recall_after_stderr"),
+    "ΔCE": ("general_ce_change", "general_ce_change_stderr"),
+    "KL to base": ("kl_to_base", "kl_to_base_stderr"),
+    "net forgot (pts)": ("forgetting", "forgetting_stderr"),
+}
+
+
+def run_differences(pairs: dict[str, tuple[dict, dict]]):
+    """For each named pair of runs (a, b) that differ in one setting: b − a for each measure of
+    `DIFFERENCES`, with √(se_a² + se_b²) beside it (the runs' errors taken as independent: their
+    items are shared, so this errs on the wide side) and the ratio |b − a| / se. Empty where a
+    run did not measure a figure or its error (too few items), never made up."""
+    import math
+
+    import pandas as pd
+
+    rows = []
+    for name, (a, b) in pairs.items():
+        for measure, (key, se_key) in DIFFERENCES.items():
+            scale = 100 if key == "forgetting" else 1
+            diff = se = ratio = None
+            if a.get(key) is not None and b.get(key) is not None:
+                diff = scale * (b[key] - a[key])
+                errors = (a.get(se_key), b.get(se_key))
+                if None not in errors:
+                    se = scale * math.hypot(*errors)
+                    ratio = abs(diff) / se if se > 0 else None
+            rows.append(
+                {"pair": name, "measure": measure, "b − a": diff, "±": se, "|b − a| / ±": ratio}
+            )
+    return pd.DataFrame(rows).set_index(["pair", "measure"]).astype(float).round(3)
