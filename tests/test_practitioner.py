@@ -237,3 +237,14 @@ def test_top_layers_by_hand_trains_what_the_library_trains(tiny_dir):
     assert all(
         n.startswith(f"model.layers.{last}.") or n == "model.norm.weight" for n in trained(one)
     )
+
+
+def test_loading_shows_no_per_tensor_progress_bar_and_leaves_the_setting_as_it_was(
+    tiny_dir, capfd
+):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    model, _ = practitioner.load_model(str(tiny_dir))
+    assert model is not None and "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

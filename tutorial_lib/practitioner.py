@@ -18,7 +18,7 @@ import torch
 
 from tutorial_lib import data
 from tutorial_lib.methods.prompts import DEFAULT_INIT_TEXT
-from tutorial_lib.models import DEFAULT_MODEL, clear_quantized_flag, resolve_model
+from tutorial_lib.models import DEFAULT_MODEL, _quiet_progress, clear_quantized_flag, resolve_model
 
 # --- the model and the data -------------------------------------------------------------------
 
@@ -33,12 +33,13 @@ def load_model(name: str = DEFAULT_MODEL, quantization_config=None):
 
     path = resolve_model(name)  # the offline alias -> its verified local folder
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=torch.float32,
-        use_safetensors=True,
-        quantization_config=quantization_config,
-    )
+    with _quiet_progress(True):  # no per-tensor bar in a lesson's output
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.float32,
+            use_safetensors=True,
+            quantization_config=quantization_config,
+        )
     if quantization_config is None:
         clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
     if tokenizer.pad_token is None:
