@@ -239,9 +239,7 @@ def test_top_layers_by_hand_trains_what_the_library_trains(tiny_dir):
     )
 
 
-def test_loading_shows_no_per_tensor_progress_bar_and_leaves_the_setting_as_it_was(
-    tiny_dir, capfd
-):
+def test_loading_shows_no_per_tensor_progress_bar_and_leaves_the_setting_as_it_was(tiny_dir, capfd):
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()
