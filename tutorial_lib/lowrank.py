@@ -278,6 +278,15 @@ def logits_of(model: nn.Module, tokenizer, text: str) -> torch.Tensor:
         return model(input_ids=ids).logits
 
 
+def _spectrum_stats(delta: torch.Tensor, energy: float, top: int) -> tuple[int, int, float]:
+    """One update's rank, its rank holding `energy` of ‖ΔW‖², and the share of ‖ΔW‖² in its
+    `top` largest singular values."""
+    s = singular_values(delta)
+    power = s**2
+    share = float(power[:top].sum() / power.sum()) if power.sum() > 0 else 0.0
+    return numerical_rank(s, tuple(delta.shape)), energy_rank(s, energy), share
+
+
 def spectrum_summary(
     deltas_by_run: dict[str, dict[str, torch.Tensor]], energy: float = 0.9, top: int = 8
 ):
@@ -288,13 +297,9 @@ def spectrum_summary(
 
     rows = []
     for label, deltas in deltas_by_run.items():
-        ranks, energy_ranks, shares = [], [], []
-        for delta in deltas.values():
-            s = singular_values(delta)
-            power = s**2
-            ranks.append(numerical_rank(s, tuple(delta.shape)))
-            energy_ranks.append(energy_rank(s, energy))
-            shares.append(float(power[:top].sum() / power.sum()) if power.sum() > 0 else 0.0)
+        ranks, energy_ranks, shares = zip(
+            *(_spectrum_stats(delta, energy, top) for delta in deltas.values())
+        )
         e = pd.Series(energy_ranks)
         rows.append(
             {
@@ -324,13 +329,9 @@ def spectrum_by_shape(
             shapes.setdefault(tuple(delta.shape), []).append(delta)
         for shape, group in sorted(shapes.items()):
             most = min(shape)
-            ranks, energy_ranks, shares = [], [], []
-            for delta in group:
-                s = singular_values(delta)
-                power = s**2
-                ranks.append(numerical_rank(s, shape))
-                energy_ranks.append(energy_rank(s, energy))
-                shares.append(float(power[:top].sum() / power.sum()) if power.sum() > 0 else 0.0)
+            ranks, energy_ranks, shares = zip(
+                *(_spectrum_stats(delta, energy, top) for delta in group)
+            )
             rank, e = pd.Series(ranks).median(), pd.Series(energy_ranks).median()
             rows.append(
                 {
