@@ -17,7 +17,8 @@ def test_the_committed_comparison_is_every_method_on_the_lessons_budget():
     assert {r["method"] for r in saved["records"]} == set(REGISTRY)
     done = [r for r in saved["records"] if "error" not in r]
     assert len({r["method"] for r in done}) >= 12
-    assert {r["steps"] for r in done} == {28} and {r["domain_n_items"] for r in done} == {14}
+    assert {r["steps"] for r in done} == {28} and saved["ran"]["profile"]["domain_facts"] == 14
+    assert {r["domain_n_items"] for r in done} == {r["domain_recall_n_items"] for r in done} == {56}
     assert saved["ran"]["command"].startswith("tutorial-lib compare")
     profile = get_profile("full").with_overrides(
         domain_facts=14, probe_items=120, general_items=16, train_steps=28
@@ -27,6 +28,24 @@ def test_the_committed_comparison_is_every_method_on_the_lessons_budget():
     assert again.target == saved["target"]
     for now, then in zip(again.summary(), saved["summary"], strict=True):  # today's adds keys
         assert {k: now[k] for k in then} == then
+
+
+def test_the_committed_comparison_holds_a_floor_and_three_seeds_where_lesson_07_says():
+    """Each method's noise floor ran at its runs' rate and steps on general text, and the seven
+    headline methods ran three seeds, each measured on the suite and with items lost and gained."""
+    saved = results.committed()
+    done = [r for r in saved["records"] if "error" not in r]
+    floors = {f["method"]: f for f in saved["floors"] if "error" not in f}
+    assert set(floors) == {r["method"] for r in done}
+    for run in done:
+        floor = floors[run["method"]]
+        assert (floor["lr"], floor["steps"], floor["train_on"]) == (run["lr"], 28, "general")
+        assert run["train_on"] == "domain" and run["probe_n_items"] == 120
+        assert "general_ce_change_stderr" in run and "kl_to_base" in run and "suite_lost" in run
+        assert set(run["suite_n_items"].values()) == {100}
+    headline = ("full", "lora", "qlora", "adapter", "ia3", "ln-tuning", "top-layers")
+    for method in headline:
+        assert sorted(r["seed"] for r in done if r["method"] == method) == [0, 1, 2], method
 
 
 def test_lesson_07s_budget_is_the_one_its_committed_comparison_ran_at():
