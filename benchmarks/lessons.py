@@ -33,7 +33,8 @@ DEFAULT_TARGET = {"full": 1200, "quick": 150}  # every lesson not named above
 
 
 def lesson_number(path: Path) -> str:
-    """The lesson's two digits: "00" for notebooks/00_setup_and_baseline.ipynb."""
+    """The lesson's number: "00" for notebooks/00_setup_and_baseline.ipynb, "05b" for a lesson
+    added after 05 without renumbering the others (05b_lora_variants.ipynb)."""
     return path.stem.split("_", 1)[0]
 
 
@@ -42,8 +43,8 @@ def target_seconds(path: Path, profile: str) -> float:
 
 
 def find_notebooks(folder: Path, picked: list[str] | None = None) -> list[Path]:
-    """The lesson notebooks in `folder`, in order; `picked` ("00", "02") keeps only those."""
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    """The lesson notebooks in `folder`, in order; `picked` ("00", "05b") keeps only those."""
+    found = sorted(folder.glob("[0-9][0-9]*_*.ipynb"))
     if picked is None:
         return found
     unknown = sorted(set(picked) - {lesson_number(p) for p in found})

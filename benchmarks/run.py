@@ -242,7 +242,7 @@ def lesson_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ar
     except ValueError as exc:
         parser.error(str(exc))
     if not args.lesson_paths:
-        parser.error(f"no notebooks [0-9][0-9]_*.ipynb in {args.notebook_dir}")
+        parser.error(f"no notebooks [0-9][0-9]*_*.ipynb in {args.notebook_dir}")
     return args
 
 

@@ -408,6 +408,21 @@ def test_lesson_targets_and_picking(run, benchmarks, lesson_dir):
             run.parse_args([*wrong, "--notebook-dir", str(folder), "--json", "x"])
 
 
+def test_a_lesson_added_between_two_is_found_and_picked_by_its_own_number(benchmarks, tmp_path):
+    """05b_lora_variants sits between 05 and 06 without renumbering them, and `--notebooks 05b`
+    picks it alone."""
+    lessons = benchmarks.lessons
+    for name in ("05_lora.ipynb", "05b_lora_variants.ipynb", "06_qlora.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    found = lessons.find_notebooks(tmp_path)
+    assert [p.name for p in found] == ["05_lora.ipynb", "05b_lora_variants.ipynb", "06_qlora.ipynb"]
+    assert [lessons.lesson_number(p) for p in found] == ["05", "05b", "06"]
+    assert [p.name for p in lessons.find_notebooks(tmp_path, ["05b"])] == [
+        "05b_lora_variants.ipynb"
+    ]
+    assert lessons.target_seconds(found[1], "full") == 1200
+
+
 def test_committed_results_name_no_machine_paths():
     """Results are shared: they say what ran, not where on someone's disk it lay."""
     import re

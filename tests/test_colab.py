@@ -19,7 +19,7 @@ import pytest
 from tutorial_lib import delivery
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 BADGE_LINK = re.compile(r"\]\((https://colab\.research\.google\.com/github/[^)]+)\)")
 
 # Lessons committed before the Colab cells existed. Strict: a lesson that gains the cells fails

@@ -24,7 +24,7 @@ from tutorial_lib.lesson_fit import (
 from tutorial_lib.memory import machine
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 GiB = 2**30
 CHECK_CELL = 'from tutorial_lib.lesson_fit import check_lesson\n\ncheck_lesson("{stem}")'
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 MAX_BYTES = 3 * 2**20  # a lesson that grows past this is storing something it should not
 PROGRESS_LINE = re.compile(r"\b0%\||\| 0/\d+ \[")  # tqdm's first frame, left by a widget
 LOCAL_PATHS = ("/root/", "/home/", "/tmp/", "/work/", "/Users/", "C:\\")
@@ -61,7 +61,7 @@ def notebook(request) -> tuple[Path, dict]:
 
 
 def test_there_are_lessons():
-    assert NOTEBOOKS, "no notebooks/[0-9][0-9]_*.ipynb found"
+    assert NOTEBOOKS, "no notebooks/[0-9][0-9]*_*.ipynb found"
 
 
 def test_no_error_outputs(notebook):

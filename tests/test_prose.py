@@ -6,7 +6,7 @@ numbers each lesson has today, and the check is a ratchet: a lesson fails when i
 (a new unbacked number) and when it falls (lower the record, so it cannot rise back). A lesson not
 in the record must have none. After fixing prose, regenerate the record with
 
-    python -m tutorial_lib.prose --counts notebooks/[0-9][0-9]_*.ipynb > tests/prose_counts.json
+    python -m tutorial_lib.prose --counts notebooks/[0-9][0-9]*_*.ipynb > tests/prose_counts.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from tutorial_lib import prose
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 COUNTS = Path(__file__).with_name("prose_counts.json")
 
 
@@ -237,5 +237,5 @@ def test_a_lesson_has_no_more_unbacked_numbers_than_recorded(path):
     assert len(found) == allowed, (
         f"{path.name}: {len(found)} unbacked numbers, fewer than the {allowed} recorded. Lower the "
         "record so it cannot rise again: python -m tutorial_lib.prose --counts "
-        "notebooks/[0-9][0-9]_*.ipynb > tests/prose_counts.json"
+        "notebooks/[0-9][0-9]*_*.ipynb > tests/prose_counts.json"
     )

@@ -7,7 +7,7 @@ and the check is a ratchet: a lesson fails when it rises above both its record a
 A lesson over 2,000 words whose count falls must lower its record, so it cannot rise back. Regenerate
 the record with
 
-    python -m tutorial_lib.prose --words notebooks/[0-9][0-9]_*.ipynb > tests/word_counts.json
+    python -m tutorial_lib.prose --words notebooks/[0-9][0-9]*_*.ipynb > tests/word_counts.json
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from tutorial_lib import prose
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 COUNTS = Path(__file__).with_name("word_counts.json")
 REGENERATE = (
-    "python -m tutorial_lib.prose --words notebooks/[0-9][0-9]_*.ipynb > tests/word_counts.json"
+    "python -m tutorial_lib.prose --words notebooks/[0-9][0-9]*_*.ipynb > tests/word_counts.json"
 )
 
 

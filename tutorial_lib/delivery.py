@@ -181,7 +181,7 @@ def lessons_table(root: Path = ROOT) -> str:
         "| runs in a 2 GB Binder session |",
         "|---|---|---|---|---|",
     ]
-    for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb in sorted((root / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
         links = f"[Colab]({colab_url(nb, root)}) · [Binder]({binder_url(nb)})"
         name = f"[{nb.stem}](notebooks/{nb.name})"
         binder = binder_verdict(nb.stem, results)
