@@ -14,11 +14,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = {"full": 1, "quick": 2}  # the time table's columns after the lesson name
 
 
+def number(name: str) -> str:
+    """The lesson's number in the notes: "05" for 05_lora, "05b" for 05b_lora_variants."""
+    return name.split("_", 1)[0]
+
+
 def time_table() -> dict[str, list[str]]:
-    """Rows of the notes' time table, by lesson number ("00"), cells stripped."""
+    """Rows of the notes' time table, by lesson number ("00", "05b"), cells stripped."""
     rows = {}
     for line in NOTES.read_text(encoding="utf-8").splitlines():
-        if match := re.match(r"\|\s*(\d\d)\s", line):
+        if match := re.match(r"\|\s*(\d\d[a-z]?)\s", line):
             rows[match.group(1)] = [c.strip() for c in line.strip("|").split("|")]
     return rows
 
@@ -30,8 +35,8 @@ def test_lesson_times_match_the_benchmark_results(profile):
     for name, result in lessons.items():
         seconds = round(result["lesson_seconds"])
         expected = f"{seconds} s ({seconds / 60:.1f} min)"
-        row = rows.get(name[:2])
-        assert row, f"docs/teaching.md has no time row for lesson {name[:2]}"
+        row = rows.get(number(name))
+        assert row, f"docs/teaching.md has no time row for lesson {number(name)}"
         assert row[COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
 
 
@@ -45,7 +50,7 @@ def test_lesson_peak_memory_matches_the_benchmark_results(profile):
     for name, result in lessons.items():
         peak = result.get("kernel_peak_rss_mib")  # MiB, as the key says
         expected = f"{peak / 1024:.1f} GiB" if peak else "not measured"
-        row = rows[name[:2]]
+        row = rows[number(name)]
         assert row[PEAK_COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
 
 
@@ -55,6 +60,6 @@ def test_the_binder_column_follows_the_committed_quick_peaks():
     rows = time_table()
     lessons = json.loads((RESULTS / "lessons-quick.json").read_text())["lessons"]
     for name in lessons:
-        assert rows[name[:2]][5] == binder_verdict(name, RESULTS), (
-            f"{name}: notes say {rows[name[:2]]}"
+        assert rows[number(name)][5] == binder_verdict(name, RESULTS), (
+            f"{name}: notes say {rows[number(name)]}"
         )
