@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from tutorial_lib.config import lesson_number
 from tutorial_lib.stopwatch import CATEGORIES, TIME_LOG_ENV, read_log
 
 CELL_TIMEOUT = 3600  # seconds; generous: a cell this slow misses every lesson's target anyway
@@ -30,12 +31,6 @@ TARGETS = {  # seconds per lesson, top to bottom, on 2 CPU cores
     "quick": {},
 }
 DEFAULT_TARGET = {"full": 1200, "quick": 150}  # every lesson not named above
-
-
-def lesson_number(path: Path) -> str:
-    """The lesson's number: "00" for notebooks/00_setup_and_baseline.ipynb, "05b" for a lesson
-    added after 05 without renumbering the others (05b_lora_variants.ipynb)."""
-    return path.stem.split("_", 1)[0]
 
 
 def target_seconds(path: Path, profile: str) -> float:

@@ -12,6 +12,7 @@ from tutorial_lib.config import (
     METHOD_LESSON,
     PROFILES,
     get_profile,
+    lesson_number,
     lesson_profile,
 )
 from tutorial_lib.results import BUDGET
@@ -66,6 +67,6 @@ def test_the_default_base_is_the_environments_profile(monkeypatch):
 def test_no_notebook_sizes_itself(path):
     code = _code(path)
     assert "SIZES = {" not in code
-    number = path.stem.split("_", 1)[0]  # "05b" for 05b_lora_variants
+    number = lesson_number(path)  # "05b" for 05b_lora_variants
     if number != "00":
         assert f'lesson_profile("{number}")' in code

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tutorial_lib.config import lesson_number
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTES = ROOT / "docs" / "teaching.md"
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = {"full": 1, "quick": 2}  # the time table's columns after the lesson name
-
-
-def number(name: str) -> str:
-    """The lesson's number in the notes: "05" for 05_lora, "05b" for 05b_lora_variants."""
-    return name.split("_", 1)[0]
 
 
 def time_table() -> dict[str, list[str]]:
@@ -35,8 +32,8 @@ def test_lesson_times_match_the_benchmark_results(profile):
     for name, result in lessons.items():
         seconds = round(result["lesson_seconds"])
         expected = f"{seconds} s ({seconds / 60:.1f} min)"
-        row = rows.get(number(name))
-        assert row, f"docs/teaching.md has no time row for lesson {number(name)}"
+        row = rows.get(lesson_number(name))
+        assert row, f"docs/teaching.md has no time row for lesson {lesson_number(name)}"
         assert row[COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
 
 
@@ -50,7 +47,7 @@ def test_lesson_peak_memory_matches_the_benchmark_results(profile):
     for name, result in lessons.items():
         peak = result.get("kernel_peak_rss_mib")  # MiB, as the key says
         expected = f"{peak / 1024:.1f} GiB" if peak else "not measured"
-        row = rows[number(name)]
+        row = rows[lesson_number(name)]
         assert row[PEAK_COLUMNS[profile]] == expected, f"{name} ({profile}): notes say {row}"
 
 
@@ -60,6 +57,6 @@ def test_the_binder_column_follows_the_committed_quick_peaks():
     rows = time_table()
     lessons = json.loads((RESULTS / "lessons-quick.json").read_text())["lessons"]
     for name in lessons:
-        assert rows[number(name)][5] == binder_verdict(name, RESULTS), (
-            f"{name}: notes say {rows[number(name)]}"
+        assert rows[lesson_number(name)][5] == binder_verdict(name, RESULTS), (
+            f"{name}: notes say {rows[lesson_number(name)]}"
         )

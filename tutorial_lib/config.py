@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 PROFILE_ENV = "TUTORIAL_PROFILE"
 
@@ -154,6 +155,12 @@ LESSON_BUDGETS: dict[str, Budget] = {
         ),
     },
 }
+
+
+def lesson_number(notebook: str | Path) -> str:
+    """A lesson's number from its notebook's name: "00" for notebooks/00_setup_and_baseline.ipynb,
+    "05b" for a lesson added after 05 without renumbering the others (05b_lora_variants)."""
+    return Path(notebook).stem.split("_", 1)[0]
 
 
 def lesson_profile(lesson: str, base: Profile | None = None) -> Profile:
