@@ -1,12 +1,14 @@
 """The worked solutions in the lessons (issue 24 item 6): one collapsed cell per exercise, right
-after the lesson's Exercises cell, and every number a solution gives as its answer is what the
-library computes or a committed results file holds, so a stale solution fails.
+after the cell that sets the exercise (after the Exercises cell, or after each exercise where a
+lesson interleaves them), and every number a solution gives as its answer is what the library
+computes or a committed results file holds, so a stale solution fails.
 
 The numbers come from `tutorial_lib.exercise_answers` (recomputed here and compared with its
 committed record, `benchmarks/results/exercise-answers.json`) and from the fair-rate sweep's
 record (`benchmarks/results/rate-sweep.json`). The prose check (`tests/test_prose.py`) also holds
 every solution's numbers to an output above it or the file it names. Reads notebooks and JSON
-only; the recomputation builds shape-only models on the meta device (a few seconds).
+only; the recomputation builds shape-only models on the meta device and reads committed results
+(seconds), and a `slow` test reads two weight matrices of the cached model (lesson 06).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / exercise_answers.RECORD
 SWEEP = ROOT / exercise_answers.SWEEP
 SOLVED = ["00_setup_and_baseline", "01_full_finetuning", "02_catastrophic_forgetting"]
-SOLVED += ["03_additive_methods", "04_selective_methods"]  # 06: in drafts/ until its full run
+SOLVED += ["03_additive_methods", "04_selective_methods", "05_lora", "05b_lora_variants"]
+SOLVED += ["06_qlora", "07_choosing_a_method", "08_your_own_data"]
 EXERCISES = re.compile(r"^## Exercises\n(.*?)(?=^## |\Z)", re.M | re.S)
 SUMMARY = re.compile(r"^<details><summary>Solution to exercise (\d+): [^<]+</summary>\n\n", re.M)
+ITEM = re.compile(r"^(\d+)\. ", re.M)
+HEADING = re.compile(r"^#{1,3} ", re.M)
 
 
 def lesson(name: str) -> nbformat.NotebookNode:
@@ -75,19 +80,46 @@ def swept(method: str, lr: float) -> dict:
 # --- every exercise has its solution, right after it --------------------------------------------
 
 
-@pytest.mark.parametrize("name", SOLVED)
-def test_each_exercise_has_a_collapsed_solution_right_after_the_exercises(name):
-    nb = lesson(name)
+def exercise_layout(
+    nb: nbformat.NotebookNode,
+) -> list[tuple[list[int], list[nbformat.NotebookNode]]]:
+    """From the Exercises cell to the next heading or code cell: each cell that sets exercises,
+    with the numbers it lists and the solution cells that follow it before the next such cell.
+    The Exercises cell may list them all (its solutions follow it) or only the first, the others
+    each in a cell of its own, followed by its solution (lessons 05 and 05b)."""
     at = exercise_cell(nb)
-    listed = re.findall(r"^(\d+)\. ", EXERCISES.search(nb.cells[at].source).group(1), re.M)
-    numbers = [int(n) for n in listed]
+    groups = [(ITEM.findall(EXERCISES.search(nb.cells[at].source).group(1)), [])]
+    for cell in nb.cells[at + 1 :]:
+        if cell.cell_type == "markdown" and SUMMARY.match(cell.source):
+            groups[-1][1].append(cell)
+        elif cell.cell_type == "code" or HEADING.search(cell.source):
+            break
+        else:
+            groups.append((ITEM.findall(cell.source), []))
+    return [([int(n) for n in listed], solved) for listed, solved in groups]
+
+
+@pytest.mark.parametrize("name", SOLVED)
+def test_each_exercise_has_a_collapsed_solution_right_after_it(name):
+    layout = exercise_layout(lesson(name))
+    numbers = [n for listed, _ in layout for n in listed]
     assert numbers == list(range(1, len(numbers) + 1)), f"{name}: exercises {numbers}"
-    following = nb.cells[at + 1 : at + 1 + len(numbers)]
-    shown = [SUMMARY.match(c.source) for c in following if c.cell_type == "markdown"]
-    assert [int(m.group(1)) for m in shown if m] == numbers, f"{name}: solutions out of place"
-    for cell in following:
-        assert cell.source.rstrip().endswith("</details>"), f"{name}: an unclosed <details>"
-        assert cell.source.count("```python") == 1, f"{name}: a solution shows its code once"
+    for listed, solved in layout:
+        shown = [int(SUMMARY.match(c.source).group(1)) for c in solved]
+        assert listed, f"{name}: a cell between the exercises that sets none"
+        assert shown == listed, f"{name}: exercises {listed} followed by solutions {shown}"
+        for cell in solved:
+            assert cell.source.rstrip().endswith("</details>"), f"{name}: an unclosed <details>"
+            assert cell.source.count("```python") == 1, f"{name}: a solution shows its code once"
+
+
+def test_the_layout_rule_refuses_a_misplaced_solution():
+    nb = lesson("05_lora")
+    at = exercise_cell(nb)
+    nb.cells[at + 1], nb.cells[at + 2] = nb.cells[at + 2], nb.cells[at + 1]  # exercise 2 first
+    (first, none), (second, solved), *_ = exercise_layout(nb)
+    assert (first, none, second) == ([1], [], [2])  # exercise 1 has no solution right after it
+    assert [SUMMARY.match(c.source).group(1) for c in solved] == ["1", "2"]  # not [2]: refused
 
 
 @pytest.mark.parametrize("name", SOLVED)
@@ -101,10 +133,18 @@ def test_solutions_are_not_main_text(name):
 # --- the numbers the solutions give --------------------------------------------------------------
 
 
+STALE = "stale: python -m tutorial_lib.exercise_answers > benchmarks/results/exercise-answers.json"
+
+
 def test_the_record_is_what_the_library_computes():
-    assert recorded() == json.loads(json.dumps(exercise_answers.answers())), (
-        "stale: python -m tutorial_lib.exercise_answers > benchmarks/results/exercise-answers.json"
-    )
+    """Every answer that needs no weights (the slow test below recomputes them all)."""
+    shapes = json.loads(json.dumps(exercise_answers.shape_answers()))
+    assert exercise_answers.merged(recorded(), shapes) == recorded(), STALE
+
+
+@pytest.mark.slow
+def test_the_record_is_what_the_library_computes_from_the_weights_too():
+    assert recorded() == json.loads(json.dumps(exercise_answers.answers())), STALE
 
 
 def test_lesson_01_exercise_1_quotes_the_sweep_on_either_side():
@@ -184,3 +224,162 @@ def test_lesson_00_exercise_3_quotes_the_committed_scores():
     norm = re.search(r"probe acc_norm (\d\.\d{3})", printed).group(1)
     text = " ".join(solutions("00_setup_and_baseline")[3].split())
     assert f"accuracy {acc} above" in text and f"({norm} against {acc} above)" in text
+
+
+def flat(name: str, exercise: int) -> str:
+    return " ".join(solutions(name)[exercise].split())
+
+
+# --- lesson 06 ------------------------------------------------------------------------------------
+
+
+def test_lesson_06_exercise_1_quotes_error_and_storage_per_block():
+    answers, text = recorded()["06"]["1"], flat("06_qlora", 1)
+    errors, storage = answers["errors"], answers["storage"]
+    nf4 = [errors[f"blocks of {b}"]["nf4"] for b in exercise_answers.BLOCKS]
+    assert nf4 == sorted(nf4), "the solution says the error grows with the block"
+    for block, error in zip(exercise_answers.BLOCKS, nf4):
+        assert f"{error:.4f} in blocks of {block}" in text
+        assert errors[f"blocks of {block}"]["nf4"] < min(
+            errors[f"blocks of {block}"][book] for book in ("int4", "fp4")
+        ), "the solution says NF4 is the closest 4-bit book at every block size"
+        bits = f"{round(storage[str(block)]['bits'], 3):g}"
+        assert re.search(rf"{re.escape(bits)} (bits per weight )?in blocks of {block}\b", text)
+    assert f"({errors['whole tensor']['nf4']:.4f} with one scale" in text
+    assert f"8-bit scales cost {storage['64']['bits_double_quant']:.3f} bits" in text
+
+
+def test_lesson_06_exercise_2_quotes_the_embeddings_table():
+    answers, text = recorded()["06"]["2"], flat("06_qlora", 2)
+    blocked, whole = answers["errors"]["blocks of 64"], answers["errors"]["whole tensor"]
+    assert f"up to {answers['distinct_per_32_max']} distinct values" in text
+    assert f"(mean {answers['distinct_per_32_mean']:.1f})" in text
+    assert blocked["nf4"] < blocked["fp4"] < blocked["int4"]
+    assert (
+        f"{blocked['nf4']:.4f} against FP4's {blocked['fp4']:.4f} and int4's {blocked['int4']:.4f}"
+        in text
+    )
+    assert whole["fp4"] < whole["nf4"]  # "FP4 is ahead" with one scale
+    assert f"({whole['fp4']:.4f} against NF4's {whole['nf4']:.4f})" in text
+    down = recorded()["06"]["1"]["errors"]["blocks of 64"]
+    assert all(blocked[book] > down[book] for book in ("int4", "fp4", "nf4"))  # "worse than"
+
+
+def test_lesson_06_exercise_5_quotes_the_sweep_at_three_times_the_rate():
+    text = flat("06_qlora", 5)
+    for method, name in (("lora", "LoRA's"), ("qlora", "QLoRA's")):
+        at, above = swept(method, 3e-3), swept(method, 1e-2)
+        assert above["domain_recall_after"] < at["domain_recall_after"]  # "fell"
+        recall = f"{at['domain_recall_after']:.3f} to {above['domain_recall_after']:.3f}"
+        assert f"{name} {'recall fell ' if method == 'lora' else ''}from {recall}" in text
+    ce = [swept(m, 1e-2)["general_ce_change"] for m in ("lora", "qlora")]
+    assert f"ΔCE rose to {ce[0]:.3f} and {ce[1]:.3f}" in text
+
+
+def test_lesson_06_exercise_6_quotes_the_fresh_process_memory():
+    fresh, text = recorded()["06"]["6"], flat("06_qlora", 6)
+    lora, qlora = fresh["lora"], fresh["qlora"]
+    assert (
+        f"LoRA's loaded model held {lora['loaded_mib']:.1f} MiB and QLoRA's "
+        f"{qlora['loaded_mib']:.1f} MiB" in text
+    )
+    assert (
+        f"training added {lora['training_adds_mib']:.1f} MiB to the one and "
+        f"{qlora['training_adds_mib']:.1f} MiB to the other" in text
+    )
+    assert abs(lora["training_adds_mib"] - qlora["training_adds_mib"]) < 10  # "the same"
+
+
+# --- lesson 07 ------------------------------------------------------------------------------------
+
+
+def test_lesson_07_exercise_1_the_seeds_already_disagree_on_recall():
+    seeds, text = recorded()["07"]["1"], flat("07_choosing_a_method", 1)
+    lora, qlora = seeds["lora"], seeds["qlora"]
+    ahead = {s: lora[s]["recall"] > qlora[s]["recall"] for s in lora}
+    assert ahead == {"0": False, "1": True, "2": True}  # so no fourth seed makes it a ranking
+    r = {m: {s: f"{v['recall']:.3f}" for s, v in seeds[m].items()} for m in seeds}
+    assert f"({r['qlora']['0']} against LoRA's {r['lora']['0']}, section 7)" in text
+    assert (
+        f"({r['lora']['1']} against {r['qlora']['1']}, and {r['lora']['2']} against "
+        f"{r['qlora']['2']};" in text
+    )
+    assert all(qlora[s]["general_ce_change"] > lora[s]["general_ce_change"] for s in lora)
+    ce = {m: [f"{seeds[m][s]['general_ce_change']:.3f}" for s in "012"] for m in seeds}
+    assert (
+        f"QLoRA cost {ce['qlora'][0]}, {ce['qlora'][1]} and {ce['qlora'][2]} against LoRA's "
+        f"{ce['lora'][0]}, {ce['lora'][1]} and {ce['lora'][2]}" in text
+    )
+
+
+def test_lesson_07_exercise_2_quotes_the_table_at_another_target():
+    answer, text = recorded()["07"]["2"], flat("07_choosing_a_method", 2)
+    assert answer["target"] == 0.7 and answer["order"] == ["full", "ln-tuning", "adapter", "ia3"]
+    names = {"full": "full fine-tuning", "ln-tuning": "norm tuning", "adapter": "the adapter"}
+    names["ia3"] = "(IA)³"
+    for method, ce in answer["general_ce_change"].items():
+        assert f"{names[method]} {ce:.3f}" in text
+    labels = {"lora": "LoRA's best rate recalled", "qlora": "QLoRA's"}
+    labels |= {"top-layers": "the top blocks'", "dora": "DoRA's"}
+    assert set(answer["no_figure"]) == set(labels)
+    for method, why in answer["no_figure"].items():
+        best = re.search(r"\((\d\.\d{3}) < 0\.700\)", why).group(1)
+        assert f"{labels[method]} {best}" in text
+
+
+def test_lesson_07_exercise_3_quotes_the_agreement_with_and_without_floors():
+    answer, text = recorded()["07"]["3"], flat("07_choosing_a_method", 3)
+    assert answer["tasks"] == ["arc_easy", "hellaswag", "piqa"]  # the lesson's, above chance
+
+    def spearman(part: str, name: str) -> tuple[str, str, str, int]:
+        found = answer[part][name]
+        lo, hi = found["spearman_ci95"]
+        return f"{found['spearman']:.2f}", f"{lo:.2f}", f"{hi:.2f}", found["n"]
+
+    (w, wlo, whi, wn), (o, olo, ohi, on) = (
+        spearman(p, "probe") for p in ("with_floors", "without_floors")
+    )
+    assert f"from {w} ({wlo} to {whi}, over {wn} runs) to {o} ({olo} to {ohi}, over {on})" in text
+    assert f"the {wn - on} floor runs" in text
+    (cw, *_), (co, colo, cohi, _) = (spearman(p, "ce") for p in ("with_floors", "without_floors"))
+    assert f"ΔCE's from {cw} to {co} ({colo} to {cohi})" in text
+    every = answer["without_floors_every_task"]["probe"]
+    assert f"(Spearman {every['spearman']:.2f} over the same runs)" in text
+    assert answer["without_floors"]["probe"]["spearman_ci95"][0] > 0  # "well above zero"
+
+
+def test_lesson_07_exercise_4_quotes_the_prediction_for_eight_blocks():
+    answer, text = recorded()["07"]["4"], flat("07_choosing_a_method", 4)
+    two, eight = answer["2"], answer["8"]
+    est, measured = two["beyond_weights_mib"], two["measured_mib"]
+    assert (
+        f"{est['4']:.1f} MiB beyond the weights at batch 4 and {est['8']:.1f} MiB at batch 8, "
+        f"against {measured['4']:.1f} and {measured['8']:.1f} measured" in text
+    )
+    predicted = eight["beyond_weights_mib"]
+    assert f"predicts {predicted['4']:.1f} MiB and {predicted['8']:.1f} MiB" in text
+    assert (
+        f"{eight['trainable_params']:,} parameters instead of {two['trainable_params']:,}" in text
+    )
+    for part, words in (("gradients", "gradients grow fourfold"), ("optimizer", "optimizer state")):
+        a, b = two["batch_8_mib"][part], eight["batch_8_mib"][part]
+        assert abs(b / a - 4) < 0.01 and f"{words} ({a:.1f} to {b:.1f} MiB)" in text
+    a, b = two["batch_8_mib"]["activations"], eight["batch_8_mib"]["activations"]
+    assert b < 2 * a and f"grow far less ({a:.1f} to {b:.1f} MiB)" in text
+
+
+def test_lesson_07_exercise_5_quotes_checkpoints_against_forgetting():
+    answer, text = recorded()["07"]["5"], flat("07_choosing_a_method", 5)
+    mib, ce = answer["checkpoint_mib"], answer["general_ce_change"]
+    assert answer["front"] == ["full", "lora-scratch", "prompt-scratch"]
+    assert set(answer["front_of_methods_that_recalled"]) == {"full", "lora-scratch", "ln-tuning"}
+    assert answer["recall"]["prompt-scratch"] == 0  # "recalled nothing"
+    assert f"the least ΔCE, {ce['full']:.3f}, in a {mib['full']:.3f} MiB checkpoint" in text
+    assert f"ΔCE {ce['lora-scratch']:.3f} in {mib['lora-scratch']:.3f} MiB, one seed" in text
+    assert f"(ΔCE {ce['ln-tuning']:.3f} in {mib['ln-tuning']:.3f} MiB)" in text
+    assert f"three seeds, {ce['lora']:.3f}," in text
+    gib = answer["customers_gib"]
+    assert answer["customers"] == 100  # "a hundred"
+    assert f"full fine-tunes take {gib['full']:.2f} GiB" in text
+    assert f"LoRA adapters {gib['lora']:.2f} GiB" in text
+    assert f"norm gains {gib['ln-tuning']:.2f} GiB" in text
