@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -293,3 +294,44 @@ def test_releasing_memory_hands_freed_heap_pages_back_to_the_os():
     assert release_memory()
     assert psutil.Process().memory_info().rss < held - 100 * 2**20
     assert len(keep) == 400
+
+
+def _file_ranges(name: str) -> list[tuple[int, int]]:
+    """Address ranges where this process maps a file called `name` (Linux)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith("/" + name):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+def test_owning_parameters_lets_go_of_the_weights_file_and_keeps_every_value(tmp_path):
+    """A safetensors load reads weights straight from the mapped file; after quantisation only
+    the embeddings and norms point there, yet they keep every page read counted (lesson 06's
+    peak in a 2 GB session). `own_parameters` copies them so the mapping goes."""
+    from transformers import AutoModelForCausalLM
+
+    from tutorial_lib.memory.machine import own_parameters
+    from tutorial_lib.models import tiny_model
+
+    tiny_model(seed=0)[0].save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, use_safetensors=True
+    )
+    mapped = _file_ranges("model.safetensors")
+
+    def in_file() -> list[str]:
+        return [
+            name
+            for name, p in model.named_parameters()
+            if any(a <= p.data_ptr() < b for a, b in mapped)
+        ]
+
+    assert mapped and in_file(), "the load maps the file (else this test shows nothing)"
+    values = {name: p.detach().clone() for name, p in model.named_parameters()}
+    copied = own_parameters(model)
+    assert in_file() == [] and _file_ranges("model.safetensors") == []
+    assert copied == sum(v.numel() * v.element_size() for v in values.values())
+    assert all(torch.equal(values[name], p) for name, p in model.named_parameters())

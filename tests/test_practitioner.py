@@ -246,3 +246,38 @@ def test_loading_shows_no_per_tensor_progress_bar_and_leaves_the_setting_as_it_w
     model, _ = practitioner.load_model(str(tiny_dir))
     assert model is not None and "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_trainer_hands_freed_memory_back_after_every_step_and_changes_no_loss(
+    tiny_dir, tmp_path, monkeypatch
+):
+    """Lesson 08 fits a 2 GB Binder session because `train_with_trainer` trims the allocator
+    after each step; the trim must not touch the training itself."""
+    from transformers import Trainer
+
+    from tutorial_lib.memory import machine
+
+    def train(callbacks: bool) -> list[float]:
+        model, tokenizer = practitioner.peft_model("lora", tiny_dir, seed=0)
+        dataset = practitioner.chat_dataset(tokenizer, data.load_domain_train(facts=1)[:2])
+        args = practitioner.training_arguments(str(tmp_path), steps=3, lr=1e-3, batch_size=2)
+        if callbacks:
+            return practitioner.train_with_trainer(model, tokenizer, dataset, args)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=practitioner.collator(tokenizer),
+            optimizers=practitioner.library_optimizers(model, args),
+        )
+        trainer.train()
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    calls = []
+    real = machine.release_memory
+    monkeypatch.setattr(
+        machine, "release_memory", lambda collect=True: calls.append(collect) or real(collect)
+    )
+    trimmed = train(callbacks=True)
+    assert calls == [False, False, False, True]  # after each of 3 steps, then a full collection
+    assert trimmed == train(callbacks=False)

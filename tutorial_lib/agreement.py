@@ -18,6 +18,7 @@ import torch
 
 from tutorial_lib import data, practitioner
 from tutorial_lib.device import get_device
+from tutorial_lib.memory.machine import release_memory
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 
@@ -159,6 +160,7 @@ def agreement(
     dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     run = (method, name, rows, steps, lr, seed, max_length)
     library = _library_run(*run, dtype_name)
+    release_memory()  # the library's model lives in reference cycles: gone before peft's loads
     practice = _peft_run(*run, dtype)
     return Agreement(method, lr, library[0], practice[0], library[1], practice[1])
 

@@ -100,8 +100,8 @@ def get_profile(name: str | None = None) -> Profile:
 
 Budget = Mapping[str, Mapping[str, int | None]]  # profile name -> Profile fields it overrides
 
-METHOD_LESSON_QUICK = dict(
-    domain_facts=1, train_steps=2, batch_size=2, probe_items=8, general_items=1
+METHOD_LESSON_QUICK = dict(  # batches of 1, scoring in 16s: kernels in 1.5 GiB (Binder)
+    domain_facts=1, train_steps=2, batch_size=1, probe_items=8, general_items=1, eval_batch_size=16
 )
 METHOD_LESSON: Budget = {
     "full": dict(  # 4 passes; the published suite is not scored (fast probe only)
@@ -130,7 +130,14 @@ LESSON_BUDGETS: dict[str, Budget] = {
         "full": dict(
             domain_facts=14, train_steps=28, general_items=32, replay_items=48, suite_items=0
         ),
-        "quick": {**METHOD_LESSON_QUICK, "probe_items": 16, "general_items": 2, "replay_items": 2},
+        "quick": {  # batches of 2: replay mixes a general passage into each (not Binder: 5 GiB)
+            **METHOD_LESSON_QUICK,
+            "batch_size": 2,
+            "eval_batch_size": 32,
+            "probe_items": 16,
+            "general_items": 2,
+            "replay_items": 2,
+        },
     },
     "03": METHOD_LESSON,
     "04": METHOD_LESSON,
@@ -141,13 +148,13 @@ LESSON_BUDGETS: dict[str, Budget] = {
     },
     "07": {  # the method lessons' budget and the published suite, as its comparison ran
         "full": {**METHOD_LESSON["full"], "suite_items": 100},
-        "quick": {**METHOD_LESSON_QUICK, "suite_items": 2, "eval_batch_size": 16},
+        "quick": {**METHOD_LESSON_QUICK, "suite_items": 2},
     },
-    "08": {  # your own data: the sample's 64 training chats (quick peaks at 1.8 GiB: not Binder yet)
+    "08": {  # your own data: the sample's 64 training chats
         "full": dict(train_steps=80),  # 10 passes; every general measure
-        "quick": dict(
+        "quick": dict(  # batches of 1 keep the kernel in 1.5 GiB (Binder; batches of 2: 1.8 GiB)
             train_steps=6,
-            batch_size=2,
+            batch_size=1,
             eval_batch_size=16,
             probe_items=16,
             general_items=4,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from tutorial_lib import data
+from tutorial_lib.memory.machine import own_parameters
 from tutorial_lib.methods.prompts import DEFAULT_INIT_TEXT
 from tutorial_lib.models import DEFAULT_MODEL, _quiet_progress, clear_quantized_flag, resolve_model
 
@@ -42,6 +43,8 @@ def load_model(name: str = DEFAULT_MODEL, quantization_config=None):
         )
     if quantization_config is None:
         clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
+    else:
+        own_parameters(model)  # the fp32 file's pages the 4-bit load read go back (lesson 06)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -344,6 +347,25 @@ def library_optimizers(model, args):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def release_after_steps():
+    """A `TrainerCallback` that hands each step's freed activations back to the OS
+    (`memory.machine.release_memory`, microseconds): without it the allocator keeps them and
+    a small machine's kernel grows by a few hundred MiB over a run (lesson 08 in a 2 GB Binder
+    session). It changes no number, only what the process holds between steps."""
+    from transformers import TrainerCallback
+
+    from tutorial_lib.memory.machine import release_memory
+
+    class ReleaseAfterSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            release_memory(collect=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            release_memory()
+
+    return ReleaseAfterSteps()
+
+
 def train_with_trainer(model, tokenizer, dataset: list[dict], args) -> list[float]:
     """Train with transformers' `Trainer` for `args.max_steps` steps; the loss of each step.
 
@@ -358,6 +380,7 @@ def train_with_trainer(model, tokenizer, dataset: list[dict], args) -> list[floa
         train_dataset=dataset,
         data_collator=collator(tokenizer),
         optimizers=library_optimizers(model, args),
+        callbacks=[release_after_steps()],
     )
     trainer.train()
     return [log["loss"] for log in trainer.state.log_history if "loss" in log]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tutorial_lib.memory.machine import own_parameters, release_memory
 from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
 from tutorial_lib.methods.registry import register
 from tutorial_lib.quant import quiet_bitsandbytes
@@ -93,18 +94,32 @@ def guard_cpu_gradients(model: nn.Module) -> int:
     return len(layers)
 
 
-def quantize_base(model: nn.Module, double_quant: bool = True, compute_dtype=torch.float32):
-    """Replace every linear layer except the output head by its NF4 twin, in place."""
+def quantize_base(
+    model: nn.Module, double_quant: bool = True, compute_dtype=torch.float32, own: bool = True
+):
+    """Replace every linear layer except the output head by its NF4 twin, in place.
+
+    With `own`, what stays fp32 (embeddings, norms) is copied out of the weights file first,
+    so that once the last fp32 linear layer is gone nothing points into the file and the pages
+    quantising read leave the process (`memory.machine.own_parameters`): about 0.3 GiB less
+    held while the model is used, for 0.1-0.2 GiB more at the moment of quantising. A model
+    that is only measured and dropped (`footprints`) skips it."""
     targets = [
-        (parent, child_name, child)
+        (parent, child_name)  # names, not the layers: an old layer is freed once replaced
         for parent_name, parent in model.named_modules()
         for child_name, child in parent.named_children()
         if isinstance(child, nn.Linear)
         and f"{parent_name}.{child_name}".lstrip(".").rsplit(".", 1)[-1] not in KEEP_UNQUANTISED
     ]
-    for parent, child_name, child in targets:
-        setattr(parent, child_name, _to_4bit(child, double_quant, compute_dtype))
+    if own:
+        own_parameters(model, skip=[getattr(parent, name).weight for parent, name in targets])
+    for parent, child_name in targets:
+        setattr(
+            parent, child_name, _to_4bit(getattr(parent, child_name), double_quant, compute_dtype)
+        )
         gc.collect(1)  # quantising leaves young reference cycles: free them layer by layer
+        if own:
+            release_memory(collect=False)  # and hand each layer's scratch back at once
     model.is_loaded_in_4bit = True  # what peft reads to wrap 4-bit layers with its LoRA
     return model
 
@@ -198,7 +213,6 @@ def footprints(load=None):
     import pandas as pd
 
     from tutorial_lib import quant
-    from tutorial_lib.memory.machine import release_memory
     from tutorial_lib.models import load_base_model
 
     load = load or load_base_model
@@ -217,7 +231,7 @@ def footprints(load=None):
     del model, linears
     release_memory()
     for label, double in (("NF4", False), ("NF4 + double quant", True)):
-        quantised = quantize_base(load()[0], double_quant=double)
+        quantised = quantize_base(load()[0], double_quant=double, own=False)  # measured, dropped
         measured[label] = (_linear_bytes(quantised), quantized_bytes(quantised))
         del quantised
         release_memory()
