@@ -43,12 +43,12 @@ from tutorial_lib.rank_agreement import tasks_above_chance as _above_chance
 from tutorial_lib.sweeps import read_cache
 
 BUDGETS = {"1×": "compare-lesson", "4×": "compare-4x", "16×": "compare-16x"}  # file stems
-MEASURES = {  # name: the record's key (suite_drop is computed); higher is better?
-    "recall": ("domain_recall_after", True),
-    "mc": ("domain_accuracy_after", True),
-    "ce": ("general_ce_change", False),
-    "kl": ("kl_to_base", False),
-    "suite_drop": ("suite_drop", False),
+MEASURES = {  # name: the record's key (the suite drop is computed from the suite's tasks)
+    "recall": "domain_recall_after",
+    "mc": "domain_accuracy_after",
+    "ce": "general_ce_change",  # ΔCE on general text: forgetting
+    "kl": "kl_to_base",
+    "suite_drop": "suite_drop",
 }
 HEADLINE = ("full", "lora", "qlora", "adapter", "ia3", "ln-tuning", "top-layers")
 PEFT = HEADLINE[1:]
@@ -98,7 +98,7 @@ class Budget:
     def value(self, run: dict, measure: str) -> float | None:
         if measure == "suite_drop":
             return suite_drop(run, self.tasks)
-        return run.get(MEASURES[measure][0] if measure in MEASURES else measure)
+        return run.get(MEASURES.get(measure, measure))
 
     def seeds(self, method: str, measure: str) -> dict[int, float]:
         runs = self.runs.get(method, {}).items()
@@ -107,7 +107,7 @@ class Budget:
 
     def run_se(self, run: dict, measure: str) -> float | None:
         """One run's measurement error of `measure` (None where it recorded none)."""
-        key = MEASURES[measure][0] if measure in MEASURES else measure
+        key = MEASURES.get(measure, measure)
         if measure == "suite_drop":
             se = run.get("suite_change_stderr") or {}
             if not self.tasks or any(t not in se for t in self.tasks):
@@ -205,16 +205,12 @@ def rank_between(a: Budget, b: Budget, measure: str, draws: int = 1000, seed: in
     over seeds where every method has 2+ at both, else over methods), and the pair counts."""
     methods = shared_methods(a, b, measure)
     n = len(methods)
-    out: dict = {"measure": measure, "methods": methods, "n": n}
     pairs = pairwise(a, b, measure)
-    out |= {
-        "same_order": sum(p["same_order"] is True for p in pairs),
-        "opposite_order": sum(p["same_order"] is False for p in pairs),
-        "opposite_beyond_both": sum(
-            p["same_order"] is False and p["a_beyond"] and p["b_beyond"] for p in pairs
-        ),
-        "pairs": pairs,
-    }
+    opposite = [p for p in pairs if p["same_order"] is False]
+    out = {"measure": measure, "methods": methods, "n": n, "pairs": pairs}
+    out |= {"same_order": sum(p["same_order"] is True for p in pairs)}
+    out |= {"opposite_order": len(opposite)}
+    out |= {"opposite_beyond_both": sum(p["a_beyond"] and p["b_beyond"] for p in opposite)}
     if n < 3:
         return out | {"tau": None, "ci95": None, "se_null": None, "bootstrap": f"{n} methods"}
     xa = [a.estimate(m, measure).mean for m in methods]
@@ -227,7 +223,7 @@ def rank_between(a: Budget, b: Budget, measure: str, draws: int = 1000, seed: in
             ra = [_resampled_mean(a.seeds(m, measure), rng) for m in methods]
             rb = [_resampled_mean(b.seeds(m, measure), rng) for m in methods]
             taus.append(kendall_tau(ra, rb))
-        taus = sorted(t for t in taus if not math.isnan(t))
+        taus = sorted(t for t in taus if not math.isnan(t)) or [math.nan]
         ci = (taus[int(0.025 * (len(taus) - 1))], taus[int(0.975 * (len(taus) - 1))])
     else:
         ci = bootstrap_interval(xa, xb, kendall_tau, draws=draws, seed=seed)
@@ -268,7 +264,8 @@ def _gap(measure: str, best: str, higher: bool, among: tuple[str, ...] = HEADLIN
         means = {m: b.estimate(m, measure).mean for m in others}
         rival = (max if higher else min)(others, key=means.get)
         d, se, _ = b.difference(measure, best, rival)
-        return [("runner-up", f"{best} − {rival}", d if higher else -d, se)]
+        label = f"{best} − {rival}" if higher else f"{rival} − {best}"
+        return [("runner-up", label, d if higher else -d, se)]
 
     return claims
 
@@ -282,7 +279,8 @@ def _ordered(measure: str, groups: list[tuple[str, ...]], higher: bool = True) -
             for x, y in ((x, y) for x in groups[i] for y in groups[j]):
                 d, se, _ = b.difference(measure, x, y)
                 if d is not None:
-                    out.append((f"{measure}:{x}|{y}", f"{x} − {y}", d if higher else -d, se))
+                    label = f"{x} − {y}" if higher else f"{y} − {x}"
+                    out.append((f"{measure}:{x}|{y}", label, d if higher else -d, se))
         return out
 
     return claims
@@ -348,13 +346,13 @@ def check(verdict: Verdict, base: Budget, larger: Budget) -> dict:
     at_base = {k: (lab, m, se) for k, lab, m, se in verdict.claims(base)}
     at_larger = {k: (lab, m, se) for k, lab, m, se in verdict.claims(larger)}
     rows = []
-    for key in at_base.keys() & at_larger.keys():
-        (_, ma, sa), (lab_b, mb, sb) = at_base[key], at_larger[key]
+    for key in (k for k in at_larger if k in at_base):
+        (lab_a, ma, sa), (lab_b, mb, sb) = at_base[key], at_larger[key]
         sta, stb = _strength(ma, sa), _strength(mb, sb)
         rows.append(
-            {"claim": lab_b, "base": ma, "base_se": sa, "base_is": sta}
-            | {"larger": mb, "larger_se": sb, "larger_is": stb}
-            | _claim_status(sta, stb)
+            {"claim": lab_b if lab_a == lab_b else f"{lab_a} → {lab_b}", "base": ma}
+            | {"base_se": sa, "base_is": sta, "larger": mb, "larger_se": sb, "larger_is": stb}
+            | {"status": _claim_status(sta, stb)}
         )
     out = {"id": verdict.id, "says": verdict.says, "where": verdict.where, "claims": rows}
     out["not_measured_at_both"] = sorted(at_base.keys() ^ at_larger.keys())
@@ -372,14 +370,12 @@ def _first(test: bool, then: str, test2: bool, then2: str, otherwise: str) -> st
     return then if test else then2 if test2 else otherwise
 
 
-def _claim_status(base_is: str, larger_is: str) -> dict:
+def _claim_status(base_is: str, larger_is: str) -> str:
     if base_is == "against":
-        return {"status": "not supported at the base"}
+        return "not supported at the base"
     if larger_is == "against":
-        return {"status": "reverses"}
-    if larger_is == "for" or base_is == "within" == larger_is:
-        return {"status": "holds"}
-    return {"status": "weakens"}
+        return "reverses"
+    return "holds" if larger_is == "for" or base_is == "within" == larger_is else "weakens"
 
 
 def study(comparisons: dict[str, Comparison], base: str | None = None) -> dict:
