@@ -24,7 +24,10 @@ the base too; **reverses** when against; **weakens** otherwise. A claim against 
 left out (the lesson's data did not support it). A verdict holds when every claim holds,
 reverses when any reverses, else weakens. The null verdict (`peft_not_ranked_on_recall`: pairs
 that cannot be told apart) counts pairs beyond their errors instead: holds when no more than
-at the base, reverses when half or more, else weakens. Methods missing are named, never errors.
+at the base, reverses when half or more, else weakens. A "runner-up" claim (`_gap`) is read
+against each budget's own runner-up; "untestable": no claim measured at both budgets. Within
+errors at both counts as holding: the larger budget is as sure as the lesson's was. Methods
+missing are named, never errors.
 """
 
 from __future__ import annotations
