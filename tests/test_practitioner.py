@@ -279,5 +279,5 @@ def test_trainer_hands_freed_memory_back_after_every_step_and_changes_no_loss(
         machine, "release_memory", lambda collect=True: calls.append(collect) or real(collect)
     )
     trimmed = train(callbacks=True)
-    assert calls == [False, False, False, True]  # after each of 3 steps, then a full collection
+    assert calls == [True, False, False, False, True]  # before, after each of 3 steps, after
     assert trimmed == train(callbacks=False)

@@ -155,7 +155,7 @@ LESSON_BUDGETS: dict[str, Budget] = {
         "quick": dict(  # batches of 1 keep the kernel in 1.5 GiB (Binder; batches of 2: 1.8 GiB)
             train_steps=6,
             batch_size=1,
-            eval_batch_size=16,
+            eval_batch_size=8,
             probe_items=16,
             general_items=4,
             suite_items=4,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tutorial_lib.chat import collate, encode_rows
 from tutorial_lib.data import DataFormatError, _text
+from tutorial_lib.memory.machine import release_memory
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import head_input, real_positions, target_logprobs
 
@@ -333,6 +334,7 @@ def heldout_loss(model, tokenizer, chats: list[dict], batch_size: int = 8) -> fl
             count += len(logp)
     if not count:
         raise ValueError("no assistant tokens to measure: give at least one chat")
+    release_memory(collect=False)  # the batches' freed pages back to the OS (a small session)
     return total / count
 
 

@@ -357,6 +357,9 @@ def release_after_steps():
     from tutorial_lib.memory.machine import release_memory
 
     class ReleaseAfterSteps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            release_memory()  # what building the model and the Trainer left behind
+
         def on_step_end(self, args, state, control, **kwargs):
             release_memory(collect=False)
 

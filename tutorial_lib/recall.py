@@ -16,6 +16,7 @@ import torch
 from tutorial_lib import stopwatch
 from tutorial_lib.choices import DOMAIN_STYLE, ChoiceResult, evaluate_choices, paired_stderr
 from tutorial_lib.data import render_prompt
+from tutorial_lib.memory.machine import release_memory
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import progress
 from tutorial_lib.values import states_value
@@ -131,6 +132,7 @@ def evaluate_recall(
     states the item's `value`."""
     with stopwatch.timed("evaluation"):  # recall is part of an evaluation's time
         replies = generate_replies(model, tokenizer, items, batch_size, max_new_tokens)
+    release_memory(collect=False)  # generation's freed pages back to the OS (a small session)
     values = [item["value"] for item in items]
     return RecallResult(
         ids=[item["id"] for item in items],
