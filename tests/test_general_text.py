@@ -98,6 +98,22 @@ def test_kl_grows_when_a_weight_moves_and_matches_the_whole_logits(tiny, monkeyp
     assert chunked.kl().value == pytest.approx(scores.kl().value, abs=1e-5)
 
 
+def test_kl_in_a_few_rows_at_a_time_gives_the_same_sums_to_the_last_bit(tiny, monkeypatch):
+    """`KL_ROWS` bounds the memory KL takes (lesson 08 in a 2 GB session), never its numbers."""
+    from tutorial_lib import general_text
+
+    model, tok = tiny
+    passages = _passages()
+    base = capture_base(model, tok, passages, 4, batch_size=3)
+    _perturbed(model)
+    monkeypatch.setattr(general_text, "KL_ROWS", 10**6)  # every row of a piece at once
+    whole = score_general(model, tok, passages, batch_size=3, base=base)
+    monkeypatch.setattr(general_text, "KL_ROWS", 3)
+    rows = score_general(model, tok, passages, batch_size=3, base=base)
+    assert rows.kl_sums == whole.kl_sums and rows.ce_sums == whole.ce_sums
+    assert all(s > 0 for s in rows.kl_sums)
+
+
 def test_the_base_must_be_of_the_same_passages(tiny):
     model, tok = tiny
     base = capture_base(model, tok, _passages(), 2)
