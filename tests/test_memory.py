@@ -296,11 +296,12 @@ def test_releasing_memory_hands_freed_heap_pages_back_to_the_os():
     assert len(keep) == 400
 
 
-def _file_ranges(name: str) -> list[tuple[int, int]]:
-    """Address ranges where this process maps a file called `name` (Linux)."""
+def _file_ranges(path: Path) -> list[tuple[int, int]]:
+    """Address ranges where this process maps the file `path` (Linux); other tests' models may
+    map files of the same name, so the whole path is matched."""
     ranges = []
     for line in Path("/proc/self/maps").read_text().splitlines():
-        if line.endswith("/" + name):
+        if line.endswith(" " + str(path.resolve())):
             start, end = line.split()[0].split("-")
             ranges.append((int(start, 16), int(end, 16)))
     return ranges
@@ -320,7 +321,8 @@ def test_owning_parameters_lets_go_of_the_weights_file_and_keeps_every_value(tmp
     model = AutoModelForCausalLM.from_pretrained(
         tmp_path, dtype=torch.float32, use_safetensors=True
     )
-    mapped = _file_ranges("model.safetensors")
+    weights = tmp_path / "model.safetensors"
+    mapped = _file_ranges(weights)
 
     def in_file() -> list[str]:
         return [
@@ -332,6 +334,6 @@ def test_owning_parameters_lets_go_of_the_weights_file_and_keeps_every_value(tmp
     assert mapped and in_file(), "the load maps the file (else this test shows nothing)"
     values = {name: p.detach().clone() for name, p in model.named_parameters()}
     copied = own_parameters(model)
-    assert in_file() == [] and _file_ranges("model.safetensors") == []
+    assert in_file() == [] and _file_ranges(weights) == []
     assert copied == sum(v.numel() * v.element_size() for v in values.values())
     assert all(torch.equal(values[name], p) for name, p in model.named_parameters())
