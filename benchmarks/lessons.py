@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tutorial_lib.config import lesson_number
+from tutorial_lib.memory.measure import PEAK_LOG_ENV
 from tutorial_lib.stopwatch import CATEGORIES, TIME_LOG_ENV, read_log
 
 CELL_TIMEOUT = 3600  # seconds; generous: a cell this slow misses every lesson's target anyway
@@ -151,17 +152,32 @@ def execute(
     return seconds, error
 
 
+def erased_peaks_mib(log: Path) -> float:
+    """The largest peak the kernel logged before resetting its high-water mark (the library's
+    per-run measurement resets it, `PEAK_LOG_ENV`), in MiB; 0 if it never reset."""
+    if not log.exists():
+        return 0.0
+    return max((int(line) / 2**20 for line in log.read_text().split()), default=0.0)
+
+
 def time_lesson(path: Path, profile: str, threads: int, write_to: Path, log: Path) -> dict:
-    """One lesson's record: seconds per category, its target, whether it was met."""
-    log.unlink(missing_ok=True)
+    """One lesson's record: seconds per category, its target, whether it was met, and the
+    kernel's peak resident memory: its high-water mark, read while it runs and after each cell,
+    and every mark the library erased on the way (so a reset never hides a peak)."""
+    peaks = log.with_suffix(".peaks")
+    for stale in (log, peaks):
+        stale.unlink(missing_ok=True)
     env = {
         **os.environ,
         "TUTORIAL_PROFILE": profile,
         "TUTORIAL_THREADS": str(threads),
         TIME_LOG_ENV: str(log),
+        PEAK_LOG_ENV: str(peaks),
     }
     with kernel_peak_watch() as memory:
         seconds, error = execute(path, env, write_to, after_cell=lambda: sample_peak(memory))
+    memory["peak_rss_mib"] = max(memory["peak_rss_mib"], erased_peaks_mib(peaks))
+    peaks.unlink(missing_ok=True)
     target = target_seconds(path, profile)
     return {
         **breakdown(seconds, log),

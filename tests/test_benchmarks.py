@@ -335,6 +335,27 @@ def test_lessons_are_timed_per_category_and_leave_everything_as_it_was(run, less
     assert {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == originals
 
 
+SPIKE_THEN_MEASURE = """
+import torch
+from tutorial_lib.memory import PeakMemory
+spike = bytearray(600 * 2**20)
+spike[::4096] = b"x" * len(spike[::4096])
+del spike
+with PeakMemory(torch.device("cpu")):  # resets the kernel's high-water mark
+    pass
+"""
+
+
+def test_a_lessons_peak_counts_what_a_library_measurement_erased(run, tmp_path):
+    folder = tmp_path / "nbs"
+    write_lessons(
+        folder, {"00_a.ipynb": LESSON_CELL.format(training=0.5, extra=SPIKE_THEN_MEASURE)}
+    )
+    out = tmp_path / "lessons.json"
+    assert run.main(lessons_cli(folder, out, "--notebooks", "00")) == 0
+    assert json.loads(out.read_text())["lessons"]["00_a"]["kernel_peak_rss_mib"] > 600
+
+
 def test_set_aside_keeps_what_the_run_wrote_where_asked_and_restores_the_cache(
     benchmarks, tmp_path
 ):

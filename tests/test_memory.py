@@ -205,6 +205,21 @@ def test_peak_memory_sees_a_spike_freed_inside_the_block(kernel, monkeypatch):
         assert mem.peak_bytes - mem.start_bytes < 150 * 2**20
 
 
+def test_a_reset_logs_the_peak_it_erases(monkeypatch, tmp_path):
+    """The lesson benchmark watches a kernel's high-water mark from outside; each block resets
+    it, so the block first writes the mark it erases to $TUTORIAL_PEAK_LOG."""
+    if not measure_module._reset_high_water():
+        pytest.skip("this kernel does not let a process reset its peak")
+    log = tmp_path / "peaks"
+    monkeypatch.setenv(measure_module.PEAK_LOG_ENV, str(log))
+    before = measure_module._rss_bytes()
+    _touch(300)  # a spike before the block, which the block's reset erases
+    with memory.PeakMemory(torch.device("cpu")):
+        pass
+    assert measure_module._high_water_bytes() - before < 150 * 2**20  # erased here...
+    assert max(int(line) for line in log.read_text().split()) - before > 250 * 2**20  # ...kept
+
+
 def test_nested_peak_memory_keeps_the_outer_peak():
     if not measure_module._reset_high_water():
         pytest.skip("this kernel does not let a process reset its peak")

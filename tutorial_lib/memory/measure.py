@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def _rss_bytes() -> int:
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+PEAK_LOG_ENV = "TUTORIAL_PEAK_LOG"  # a file to which each reset first appends the peak it erases
 
 
 def _high_water_bytes() -> int | None:
@@ -64,8 +66,20 @@ def _high_water_bytes() -> int | None:
     return None
 
 
+def _log_high_water() -> None:
+    """Append the kernel's peak so far, in bytes, to the file named by $TUTORIAL_PEAK_LOG. A
+    reset erases the process's lifetime peak; whoever watches the process from outside (the
+    lesson benchmark) reads the erased peaks back from this file."""
+    target, peak = os.environ.get(PEAK_LOG_ENV), _high_water_bytes()
+    if target and peak is not None:
+        with open(target, "a") as log:
+            log.write(f"{peak}\n")
+
+
 def _reset_high_water() -> bool:
-    """Lower the kernel's peak to the current resident memory (Linux >= 4.0); False if refused."""
+    """Lower the kernel's peak to the current resident memory (Linux >= 4.0); False if refused.
+    The peak it erases is first logged (`_log_high_water`)."""
+    _log_high_water()
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:
