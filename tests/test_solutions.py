@@ -1,7 +1,8 @@
-"""The worked solutions in the lessons (issue 24 item 6): one collapsed cell per exercise, right
-after the cell that sets the exercise (after the Exercises cell, or after each exercise where a
-lesson interleaves them), and every number a solution gives as its answer is what the library
-computes or a committed results file holds, so a stale solution fails.
+"""The worked solutions in the lessons (issue 24 item 6): one collapsed cell per exercise, in
+order, in a `## Solutions` section that closes the lesson, after its appendix (so the exercises are
+read without the answers between them, and the answers are not main text), and every number a
+solution gives as its answer is what the library computes or a committed results file holds, so a
+stale solution fails.
 
 The numbers come from `tutorial_lib.exercise_answers` (recomputed here and compared with its
 committed record, `benchmarks/results/exercise-answers.json`) and from the fair-rate sweep's
@@ -32,6 +33,9 @@ EXERCISES = re.compile(r"^## Exercises\n(.*?)(?=^## |\Z)", re.M | re.S)
 SUMMARY = re.compile(r"^<details><summary>Solution to exercise (\d+): [^<]+</summary>\n\n", re.M)
 ITEM = re.compile(r"^(\d+)\. ", re.M)
 HEADING = re.compile(r"^#{1,3} ", re.M)
+TITLE = re.compile(r"Solution to exercise (\d+)")  # a solution, collapsed or not
+SOLUTIONS = re.compile(r"^## Solutions[ \t]*$", re.M)  # the section the solutions live in
+APPENDIX = re.compile(r"^#{1,6} Appendix\b", re.M)
 
 
 def lesson(name: str) -> nbformat.NotebookNode:
@@ -47,10 +51,21 @@ def exercise_cell(nb: nbformat.NotebookNode) -> int:
     return at
 
 
+def solutions_cell(nb: nbformat.NotebookNode) -> int:
+    """The index of the lesson's one `## Solutions` heading cell."""
+    (at,) = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "markdown" and SOLUTIONS.search(c.source)
+    ]
+    return at
+
+
 def solutions(name: str) -> dict[int, str]:
-    """The lesson's solution cells, by exercise number."""
+    """The lesson's solution cells in its Solutions section, by exercise number."""
+    nb = lesson(name)
     found = {}
-    for cell in lesson(name).cells:
+    for cell in nb.cells[solutions_cell(nb) + 1 :]:
         m = SUMMARY.match(cell.source) if cell.cell_type == "markdown" else None
         if m:
             found[int(m.group(1))] = cell.source
@@ -77,49 +92,110 @@ def swept(method: str, lr: float) -> dict:
     return rate
 
 
-# --- every exercise has its solution, right after it --------------------------------------------
+# --- every exercise has its solution, in the Solutions section ---------------------------------
 
 
-def exercise_layout(
-    nb: nbformat.NotebookNode,
-) -> list[tuple[list[int], list[nbformat.NotebookNode]]]:
-    """From the Exercises cell to the next heading or code cell: each cell that sets exercises,
-    with the numbers it lists and the solution cells that follow it before the next such cell.
-    The Exercises cell may list them all (its solutions follow it) or only the first, the others
-    each in a cell of its own, followed by its solution (lessons 05 and 05b)."""
+def exercise_numbers(nb: nbformat.NotebookNode) -> list[int]:
+    """The numbers of the exercises the lesson sets: the items of its Exercises section, from the
+    heading to the next heading or code cell."""
     at = exercise_cell(nb)
-    groups = [(ITEM.findall(EXERCISES.search(nb.cells[at].source).group(1)), [])]
+    listed = ITEM.findall(EXERCISES.search(nb.cells[at].source).group(1))
     for cell in nb.cells[at + 1 :]:
-        if cell.cell_type == "markdown" and SUMMARY.match(cell.source):
-            groups[-1][1].append(cell)
-        elif cell.cell_type == "code" or HEADING.search(cell.source):
+        if cell.cell_type == "code" or HEADING.search(cell.source):
             break
-        else:
-            groups.append((ITEM.findall(cell.source), []))
-    return [([int(n) for n in listed], solved) for listed, solved in groups]
+        listed += ITEM.findall(cell.source)
+    return [int(n) for n in listed]
+
+
+def layout_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """What breaks the rule: one `## Solutions` section, after every appendix, holding one
+    collapsed solution per exercise in order and nothing else; no solution anywhere before it."""
+    exercises = exercise_numbers(nb)
+    problems = []
+    if exercises != list(range(1, len(exercises) + 1)):
+        problems.append(f"exercises numbered {exercises}")
+    headings = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "markdown" and SOLUTIONS.search(c.source)
+    ]
+    if len(headings) != 1:
+        return [*problems, f"{len(headings)} '## Solutions' headings, not one"]
+    (at,) = headings
+    body = [c for c in nb.cells[:at] if c.cell_type == "markdown"]
+    if any(TITLE.search(c.source) for c in body):
+        problems.append("a solution left in the body, before the Solutions section")
+    if any(APPENDIX.search(c.source) for c in nb.cells[at:] if c.cell_type == "markdown"):
+        problems.append("an appendix after the Solutions section")
+    if at < exercise_cell(nb):
+        problems.append("the Solutions section before the exercises")
+    section = [
+        c for c in nb.cells[at + 1 :] if c.cell_type == "markdown" and TITLE.search(c.source)
+    ]
+    if len(section) < len(nb.cells) - at - 1 or re.search(r"\n#", nb.cells[at].source):
+        problems.append("something other than solution cells in the Solutions section")
+    shown = [int(m.group(1)) for c in section if (m := TITLE.search(c.source))]
+    if shown != exercises:
+        problems.append(f"exercises {exercises}, solutions {shown}")
+    for cell in section:
+        closed = cell.source.rstrip().endswith("</details>") and cell.source.count("<details") == 1
+        if not SUMMARY.match(cell.source) or not closed:
+            problems.append("a solution not collapsed in one closed <details>")
+        elif cell.source.count("```python") != 1:
+            problems.append("a solution that does not show its code once")
+    return problems
 
 
 @pytest.mark.parametrize("name", SOLVED)
-def test_each_exercise_has_a_collapsed_solution_right_after_it(name):
-    layout = exercise_layout(lesson(name))
-    numbers = [n for listed, _ in layout for n in listed]
-    assert numbers == list(range(1, len(numbers) + 1)), f"{name}: exercises {numbers}"
-    for listed, solved in layout:
-        shown = [int(SUMMARY.match(c.source).group(1)) for c in solved]
-        assert listed, f"{name}: a cell between the exercises that sets none"
-        assert shown == listed, f"{name}: exercises {listed} followed by solutions {shown}"
-        for cell in solved:
-            assert cell.source.rstrip().endswith("</details>"), f"{name}: an unclosed <details>"
-            assert cell.source.count("```python") == 1, f"{name}: a solution shows its code once"
+def test_each_exercise_has_a_collapsed_solution_in_the_solutions_section(name):
+    assert layout_problems(lesson(name)) == [], name
 
 
-def test_the_layout_rule_refuses_a_misplaced_solution():
+def solution_at(nb: nbformat.NotebookNode, exercise: int) -> int:
+    (at,) = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "markdown"
+        and (m := SUMMARY.match(c.source))
+        and int(m.group(1)) == exercise
+    ]
+    return at
+
+
+def test_the_layout_rule_refuses_a_solution_left_in_the_body():
     nb = lesson("05_lora")
-    at = exercise_cell(nb)
-    nb.cells[at + 1], nb.cells[at + 2] = nb.cells[at + 2], nb.cells[at + 1]  # exercise 2 first
-    (first, none), (second, solved), *_ = exercise_layout(nb)
-    assert (first, none, second) == ([1], [], [2])  # exercise 1 has no solution right after it
-    assert [SUMMARY.match(c.source).group(1) for c in solved] == ["1", "2"]  # not [2]: refused
+    moved = nb.cells.pop(solution_at(nb, 2))
+    nb.cells.insert(exercise_cell(nb) + 1, moved)  # right after the exercises, as lessons had it
+    assert layout_problems(nb) == [
+        "a solution left in the body, before the Solutions section",
+        "exercises [1, 2, 3, 4], solutions [1, 3, 4]",
+    ]
+
+
+def test_the_layout_rule_refuses_a_missing_or_misordered_solution():
+    nb = lesson("05_lora")
+    del nb.cells[solution_at(nb, 3)]
+    assert layout_problems(nb) == ["exercises [1, 2, 3, 4], solutions [1, 2, 4]"]
+    nb = lesson("05_lora")
+    one, two = solution_at(nb, 1), solution_at(nb, 2)
+    nb.cells[one], nb.cells[two] = nb.cells[two], nb.cells[one]
+    assert layout_problems(nb) == ["exercises [1, 2, 3, 4], solutions [2, 1, 3, 4]"]
+
+
+def test_the_layout_rule_refuses_an_open_solution_and_a_section_before_the_appendix():
+    nb = lesson("02_catastrophic_forgetting")
+    at = solution_at(nb, 1)
+    nb.cells[at].source = nb.cells[at].source.replace(
+        "<details><summary>", "<details open><summary>"
+    )
+    assert "a solution not collapsed in one closed <details>" in layout_problems(nb)
+    nb = lesson("02_catastrophic_forgetting")
+    heading = nb.cells.pop(solutions_cell(nb))
+    nb.cells.insert(exercise_cell(nb) + 1, heading)  # the section, but above the appendix
+    assert layout_problems(nb) == [
+        "an appendix after the Solutions section",
+        "something other than solution cells in the Solutions section",
+    ]
 
 
 @pytest.mark.parametrize("name", SOLVED)

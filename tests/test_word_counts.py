@@ -1,9 +1,11 @@
 """The main text of each lesson stays at most 2,000 words (issue 24), by `prose.main_text_words`:
-the markdown a learner reads before the exercises, without code, tables, `<details>` blocks,
-HTML comments and link targets. Reads the notebooks only, nothing is executed.
+everything a learner meets before the appendix, the exercises included (the markdown up to the
+first Appendix or Solutions heading; the worked solutions close each lesson, after its appendix),
+without code, tables, `<details>` blocks, HTML comments and link targets. Reads the notebooks
+only, nothing is executed.
 
-Lessons written before the limit are over it, so `word_counts.json` records each lesson's count
-and the check is a ratchet: a lesson fails when it rises above both its record and 2,000 words.
+`word_counts.json` records each lesson's count and the check is a ratchet: a lesson fails when it
+rises above both its record and 2,000 words.
 A lesson over 2,000 words whose count falls must lower its record, so it cannot rise back. Regenerate
 the record with
 
@@ -66,14 +68,30 @@ def test_the_main_text_is_markdown_up_to_the_first_end_heading():
         "# Title here",
         "code:print('many words in code do not count at all')",
         "## Summary\nTwo points.\n\n## Exercises\n1. Many words in an exercise.",
-        "<details><summary>Solution</summary>An answer.</details>",
         "## Appendix\nA long appendix.",
+        "## Solutions",
+        "<details><summary>Solution to exercise 1: words</summary>\n\nAn answer.\n</details>",
     )
-    assert prose.main_text(nb) == ["# Title here", "## Summary\nTwo points.\n\n"]
-    assert prose.main_text_words(nb) == 2 + 3
+    exercises = "## Summary\nTwo points.\n\n## Exercises\n1. Many words in an exercise."
+    assert prose.main_text(nb) == ["# Title here", exercises, ""]
+    assert prose.main_text_words(nb) == 2 + 10  # the exercises count
 
 
-@pytest.mark.parametrize("heading", ["## Exercises", "### Appendix: every run", "# Solutions"])
+def test_exercises_count_and_the_solutions_and_appendix_do_not():
+    """The exercises are main text; the solutions after them, or after the appendix, are not."""
+    body = "# Lesson\nOne two three.\n\n## Exercises\n1. Four five six seven."
+    solution = "<details><summary>Solution to exercise 1: eight</summary>\n\nNine.\n</details>"
+    appendix = "## Appendix: tables\nTen eleven twelve."
+    assert prose.main_text_words(notebook(body)) == 4 + 6
+    assert prose.main_text_words(notebook(body, appendix, "## Solutions", solution)) == 4 + 6
+    assert prose.main_text_words(notebook(body, "## Solutions\nThirteen.", solution)) == 4 + 6
+    # a solution's text outside its <details> still counts until a Solutions heading ends it
+    loose = "Solution to exercise 1: the answer is nine."
+    assert prose.main_text_words(notebook(body, loose)) == 4 + 6 + 8
+    assert prose.main_text_words(notebook(body, "## Solutions", loose)) == 4 + 6
+
+
+@pytest.mark.parametrize("heading", ["## Appendix", "### Appendix: every run", "# Solutions"])
 def test_each_end_heading_ends_the_main_text(heading):
     nb = notebook("One two three.", f"{heading}\nFour five.", "Six seven.")
     assert prose.main_text_words(nb) == 3
@@ -81,9 +99,9 @@ def test_each_end_heading_ends_the_main_text(heading):
 
 def test_an_end_word_that_is_no_heading_or_sits_in_code_does_not_end_it():
     nb = notebook(
-        "The exercises below and the appendix are not counted.",
-        "```markdown\n## Exercises\n```\nStill main text.",
-        "## Exercises",
+        "The solutions below and the appendix are not counted.",
+        "```markdown\n## Appendix\n```\nStill main text.",
+        "## Appendix",
         "Not main text.",
     )
     assert prose.main_text_words(nb) == 9 + 3

@@ -20,10 +20,11 @@ section, step and exercise numbers, ordinals, identifiers, model and GPU sizes a
     python -m tutorial_lib.prose --counts notebooks/*.ipynb      # the ratchet's JSON (tests/)
     python -m tutorial_lib.prose --words notebooks/*.ipynb       # main-text words per lesson
 
-A lesson's **main text** (`main_text_words`) is what a learner reads before the exercises: the
-markdown cells from the first up to the first heading named Exercises, Appendix or Solutions.
-Its words are counted without code, HTML comments and tags, `<details>` blocks, images (badges),
-link targets and tables (lines that start with `|`); a link counts by its text.
+A lesson's **main text** (`main_text_words`) is everything a learner meets before the appendix:
+the markdown cells from the first up to the first heading named Appendix or Solutions, the
+exercises included (the worked solutions close a lesson, after its appendix). Its words are
+counted without code, HTML comments and tags, `<details>` blocks, images (badges), link targets
+and tables (lines that start with `|`); a link counts by its text.
 """
 
 from __future__ import annotations
@@ -303,8 +304,9 @@ NOT_MAIN_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("HTML tags", re.compile(r"</?[A-Za-z][^>\n]*>")),
     ("tables", re.compile(r"^\s*\|.*$", re.M)),
 )
-# The heading where the main text ends (the words after it are exercises, tables, answers).
-MAIN_TEXT_END = re.compile(r"^[ \t]{0,3}#{1,6}\s*(?:Exercises|Appendix|Solutions)\b", re.I | re.M)
+# The heading where the main text ends: the appendix (tables, details) or the worked solutions.
+# The exercises come before both and are main text: a reader meets them before any appendix.
+MAIN_TEXT_END = re.compile(r"^[ \t]{0,3}#{1,6}\s*(?:Appendix|Solutions)\b", re.I | re.M)
 WORD = re.compile(r"\S*[^\W_]\S*")  # a run of non-space with a letter or digit in it
 WORD_LIMIT = 2000  # issue 24: the main text of each lesson is at most 2,000 words
 
@@ -317,8 +319,8 @@ def words(markdown: str) -> int:
 
 
 def main_text(notebook: nbformat.NotebookNode | str | Path) -> list[str]:
-    """The markdown of a lesson's main text, cell by cell: up to the first heading named
-    Exercises, Appendix or Solutions (a cell that holds one contributes what comes before it)."""
+    """The markdown of a lesson's main text, cell by cell: up to the first heading named Appendix
+    or Solutions, exercises included (a cell that holds one contributes what comes before it)."""
     if not isinstance(notebook, nbformat.NotebookNode):
         notebook = nbformat.read(Path(notebook), as_version=4)
     found = []
