@@ -311,6 +311,49 @@ def test_releasing_memory_hands_freed_heap_pages_back_to_the_os():
     assert len(keep) == 400
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_an_evaluation_entry_point_hands_its_freed_pages_back_even_when_it_fails():
+    import psutil
+
+    from tutorial_lib.memory.machine import hands_memory_back
+
+    kept = []
+
+    @hands_memory_back
+    def scoring(fail: bool) -> int:
+        blocks = [bytearray(1000) for _ in range(200_000)]  # ~200 MB of small heap blocks
+        kept.append(blocks[::500])  # survivors pin the heap's top, as a model's tensors do
+        del blocks
+        kept.append(psutil.Process().memory_info().rss)
+        if fail:
+            raise ValueError("a bad item")
+        return 7
+
+    assert scoring(False) == 7
+    assert psutil.Process().memory_info().rss < kept[1] - 100 * 2**20
+    kept.clear()
+    with pytest.raises(ValueError, match="a bad item"):
+        scoring(True)
+    assert psutil.Process().memory_info().rss < kept[1] - 100 * 2**20
+
+
+def test_every_evaluation_entry_point_hands_memory_back():
+    from tutorial_lib import choices, evaluate, general_text, own_data, recall, suite_eval
+
+    entry_points = [
+        choices.evaluate_choices,
+        evaluate.evaluate_model,
+        general_text.capture_base,
+        general_text.score_general,
+        own_data.heldout_loss,
+        recall.evaluate_recall,
+        recall.evaluate_control,
+        suite_eval.evaluate_published,
+    ]
+    for function in entry_points:
+        assert function.__wrapped__.__name__ == function.__name__, function.__name__
+
+
 def _file_ranges(path: Path) -> list[tuple[int, int]]:
     """Address ranges where this process maps the file `path` (Linux); other tests' models may
     map files of the same name, so the whole path is matched."""

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from tutorial_lib.data import render_prompt
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.scoring import score_choices
 
 PROBE_STYLE = "plain"  # general knowledge, asked the way lm-evaluation-harness asks
@@ -76,6 +77,7 @@ def question_prompt(
     raise ValueError(f"unknown prompt style {style!r}; allowed: 'chat', 'plain'")
 
 
+@hands_memory_back
 def evaluate_choices(
     model,
     tokenizer,

@@ -26,7 +26,7 @@ from tutorial_lib.general_text import (
     score_general,
 )
 from tutorial_lib.measures import flips, paired_mean_shift
-from tutorial_lib.memory.machine import release_memory
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.methods.base import adapters_disabled as adapters_disabled  # lessons use it here
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.reports import RETENTION_MEANING as RETENTION_MEANING
@@ -155,6 +155,7 @@ class Evaluation:
         )
 
 
+@hands_memory_back
 def evaluate_model(
     model,
     tokenizer,
@@ -193,7 +194,6 @@ def evaluate_model(
             else None,
             suite=published,
         )
-    release_memory(collect=False)  # scoring's freed pages go back to the OS before training
     return evaluation
 
 

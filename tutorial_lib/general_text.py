@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from tutorial_lib import scoring
 from tutorial_lib.measures import Estimate, bootstrap_ratio
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import head_input, progress, real_positions
 
@@ -140,6 +141,7 @@ def _slice_rows(tensors: list[torch.Tensor], start: int, stop: int) -> torch.Ten
     return torch.cat(pieces)
 
 
+@hands_memory_back
 def capture_base(
     model,
     tokenizer,
@@ -170,6 +172,7 @@ def capture_base(
     return BaseLogprobs(ids, kept, batch_size, max_length)
 
 
+@hands_memory_back
 def score_general(
     model,
     tokenizer,

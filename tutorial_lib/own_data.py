@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tutorial_lib.chat import collate, encode_rows
 from tutorial_lib.data import DataFormatError, _text
-from tutorial_lib.memory.machine import release_memory
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import head_input, real_positions, target_logprobs
 
@@ -312,6 +312,7 @@ def training_examples(tokenizer, path: Path | str, max_length: int) -> list[dict
     return OwnData.load(path).examples(tokenizer, max_length)
 
 
+@hands_memory_back
 def heldout_loss(model, tokenizer, chats: list[dict], batch_size: int = 8) -> float:
     """Mean cross-entropy (nats per token) of the assistant's tokens over `chats`, every token
     weighted alike: the training loss, measured on chats never trained on. Only the assistant
@@ -334,7 +335,6 @@ def heldout_loss(model, tokenizer, chats: list[dict], batch_size: int = 8) -> fl
             count += len(logp)
     if not count:
         raise ValueError("no assistant tokens to measure: give at least one chat")
-    release_memory(collect=False)  # the batches' freed pages back to the OS (a small session)
     return total / count
 
 

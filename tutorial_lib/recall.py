@@ -16,7 +16,7 @@ import torch
 from tutorial_lib import stopwatch
 from tutorial_lib.choices import DOMAIN_STYLE, ChoiceResult, evaluate_choices, paired_stderr
 from tutorial_lib.data import render_prompt
-from tutorial_lib.memory.machine import release_memory
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.methods.base import eval_mode
 from tutorial_lib.scoring import progress
 from tutorial_lib.values import states_value
@@ -121,6 +121,7 @@ def greedy_without_generate(model, tokenizer, enc, max_new_tokens: int) -> torch
     return ids
 
 
+@hands_memory_back
 def evaluate_recall(
     model,
     tokenizer,
@@ -132,7 +133,6 @@ def evaluate_recall(
     states the item's `value`."""
     with stopwatch.timed("evaluation"):  # recall is part of an evaluation's time
         replies = generate_replies(model, tokenizer, items, batch_size, max_new_tokens)
-    release_memory(collect=False)  # generation's freed pages back to the OS (a small session)
     values = [item["value"] for item in items]
     return RecallResult(
         ids=[item["id"] for item in items],
@@ -157,6 +157,7 @@ def unrelated_questions(items: list[dict]) -> list[str]:
 CONTROL_QUESTION = "What's a good name for a dog?"  # used when the items cover a single fact
 
 
+@hands_memory_back
 def evaluate_control(model, tokenizer, items: list[dict], batch_size: int = 32) -> ChoiceResult:
     """Multiple-choice accuracy with each item's choices scored after an unrelated question:
     how much of `domain_accuracy` a model keeps without reading the question (chance is 1/4)."""

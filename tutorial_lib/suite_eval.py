@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tutorial_lib.evaluate import ChoiceResult
+from tutorial_lib.memory.machine import hands_memory_back
 from tutorial_lib.published_tasks import get_task
 from tutorial_lib.scoring import score_choices, score_contexts
 
@@ -49,6 +50,7 @@ def evaluate_task(model, tokenizer, items: list[dict], batch_size: int = 32) -> 
     )
 
 
+@hands_memory_back
 def evaluate_published(
     model, tokenizer, suite: dict[str, list[dict]], batch_size: int = 32
 ) -> dict[str, ChoiceResult]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import os
 import sys
@@ -37,6 +38,22 @@ def release_memory(collect: bool = True) -> bool:
     except (OSError, AttributeError):  # no glibc (e.g. musl): nothing to trim
         return False
     return True
+
+
+def hands_memory_back(function):
+    """Decorator for the library's evaluation entry points: when `function` returns (or raises),
+    the pages it freed go back to the OS (`release_memory`, without a collection). Without it a
+    scoring pass's freed activations stay counted in the process's resident set, and the next
+    pass's peak stacks on top of them (in a 2 GB Binder session, 0.1-0.2 GiB)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            release_memory(collect=False)
+
+    return wrapper
 
 
 def container_memory_left() -> int | None:
