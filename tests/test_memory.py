@@ -337,44 +337,6 @@ def test_an_evaluation_entry_point_hands_its_freed_pages_back_even_when_it_fails
     assert psutil.Process().memory_info().rss < kept[1] - 100 * 2**20
 
 
-LOADING_SCRIPT = """
-import psutil
-from tutorial_lib.memory.machine import mapped_allocations
-
-def freed_but_held():
-    blocks = [bytearray(2 * 2**20) for _ in range(100)]  # 200 MiB of layer-sized copies
-    for block in blocks:
-        block[::4096] = b"x" * len(block[::4096])
-    survivors = blocks[::10]  # every tenth stays, as the layers already loaded do
-    before = psutil.Process().memory_info().rss
-    del blocks
-    return psutil.Process().memory_info().rss - (before - 180 * 2**20), len(survivors)
-
-big = bytearray(40 * 2**20)  # a large block freed, as after a training step: glibc now serves
-del big                      # every block below 32 MiB from its heap
-with mapped_allocations() as took:
-    inside = freed_but_held()[0]
-outside = freed_but_held()[0]
-print(took, inside // 2**20, outside // 2**20)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_blocks_freed_while_loading_leave_the_process_at_once():
-    """After a large block is freed glibc serves blocks below 32 MiB from its heap, where freed
-    pages between live ones stay resident; while loading, blocks of 1 MiB or more are mapped
-    and leave when freed, with no trim. In a fresh process: the heap's state is the point."""
-    import subprocess
-
-    out = subprocess.run(
-        [sys.executable, "-c", LOADING_SCRIPT], capture_output=True, text=True, check=True
-    ).stdout.split()
-    took, inside, outside = out[0], int(out[1]), int(out[2])
-    assert took == "True"
-    assert inside < 40  # MiB freed but still resident: mapped blocks leave at once
-    assert outside > 120  # after the block, the heap keeps them until a trim
-
-
 def test_every_evaluation_entry_point_hands_memory_back():
     from tutorial_lib import choices, evaluate, general_text, own_data, recall, suite_eval
 

@@ -261,7 +261,6 @@ def test_trainer_hands_freed_memory_back_after_every_step_and_changes_no_loss(
         model, tokenizer = practitioner.peft_model("lora", tiny_dir, seed=0)
         dataset = practitioner.chat_dataset(tokenizer, data.load_domain_train(facts=1)[:2])
         args = practitioner.training_arguments(str(tmp_path), steps=3, lr=1e-3, batch_size=2)
-        calls.clear()  # loading hands its copies back too (`mapped_allocations`): count training's
         if callbacks:
             return practitioner.train_with_trainer(model, tokenizer, dataset, args)
         trainer = Trainer(

@@ -19,7 +19,6 @@ from filelock import FileLock
 
 from tutorial_lib import stopwatch
 from tutorial_lib.device import get_device
-from tutorial_lib.memory.machine import mapped_allocations
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CACHE_ENV = "TUTORIAL_LIB_CACHE"
@@ -295,7 +294,7 @@ def _load_base_model(name: str, dtype: torch.dtype, device: torch.device | str |
     if Path(path).exists() and not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path} is a folder but holds no config.json: not a model folder")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    with _quiet_progress(Path(path).exists()), mapped_allocations():  # no bar; copies freed
+    with _quiet_progress(Path(path).exists()):  # a local load takes a second: no bar needed
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, trust_remote_code=False, use_safetensors=True
         )

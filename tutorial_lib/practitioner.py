@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from tutorial_lib import data
-from tutorial_lib.memory.machine import mapped_allocations, own_parameters
+from tutorial_lib.memory.machine import own_parameters
 from tutorial_lib.methods.prompts import DEFAULT_INIT_TEXT
 from tutorial_lib.models import DEFAULT_MODEL, _quiet_progress, clear_quantized_flag, resolve_model
 
@@ -34,17 +34,17 @@ def load_model(name: str = DEFAULT_MODEL, quantization_config=None):
 
     path = resolve_model(name)  # the offline alias -> its verified local folder
     tokenizer = AutoTokenizer.from_pretrained(path)
-    with _quiet_progress(True), mapped_allocations():  # no bar; a load's copies freed at once
+    with _quiet_progress(True):  # no per-tensor bar in a lesson's output
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=torch.float32,
             use_safetensors=True,
             quantization_config=quantization_config,
         )
-        if quantization_config is not None:
-            own_parameters(model)  # the fp32 file's pages the 4-bit load read go back (lesson 06)
     if quantization_config is None:
         clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
+    else:
+        own_parameters(model)  # the fp32 file's pages the 4-bit load read go back (lesson 06)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -7,8 +7,6 @@ import functools
 import gc
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,44 +38,6 @@ def release_memory(collect: bool = True) -> bool:
     except (OSError, AttributeError):  # no glibc (e.g. musl): nothing to trim
         return False
     return True
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MAPPED_WHILE_LOADING = 1 << 20  # bytes: a block this size or larger gets its own mapping
-MAPPED_AFTER = 32 << 20  # glibc's own ceiling for its moving threshold (64-bit)
-
-
-def _glibc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt  # noqa: B018 (musl has no mallopt: nothing to set)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-@contextmanager
-def mapped_allocations() -> Iterator[bool]:
-    """While a model loads or is quantised, give every block of 1 MiB or more its own mapping,
-    so that it leaves the process the moment it is freed; yields whether glibc took the setting.
-
-    glibc serves blocks below a moving threshold from its heap, and raises the threshold each
-    time a mapped block is freed (up to 32 MiB). Once a training step or a quantisation has
-    freed large blocks, a load's per-layer copies (0.3-14 MiB each for this model) come from
-    the heap, and freed heap pages interleaved with live ones stay resident until the load
-    ends: measured, a 4-bit load after one QLoRA step peaked at 1,859 MiB instead of 1,157.
-    Inside the block the threshold is fixed at 1 MiB (1,223 MiB, measured); afterwards at 32 MiB,
-    where glibc's own threshold settles, so training allocates as before."""
-    libc = _glibc()
-    took = bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MAPPED_WHILE_LOADING))
-    try:
-        yield took
-    finally:
-        if took:
-            libc.mallopt(M_MMAP_THRESHOLD, MAPPED_AFTER)
-            release_memory(collect=False)
 
 
 def hands_memory_back(function):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorial_lib.memory.machine import mapped_allocations, own_parameters, release_memory
+from tutorial_lib.memory.machine import own_parameters, release_memory
 from tutorial_lib.methods.lora import LoraMethodConfig, apply_lora
 from tutorial_lib.methods.registry import register
 from tutorial_lib.quant import quiet_bitsandbytes
@@ -111,18 +111,15 @@ def quantize_base(
         if isinstance(child, nn.Linear)
         and f"{parent_name}.{child_name}".lstrip(".").rsplit(".", 1)[-1] not in KEEP_UNQUANTISED
     ]
-    with mapped_allocations():  # each layer's fp32 copies leave the process once freed
+    if own:
+        own_parameters(model, skip=[getattr(parent, name).weight for parent, name in targets])
+    for parent, child_name in targets:
+        setattr(
+            parent, child_name, _to_4bit(getattr(parent, child_name), double_quant, compute_dtype)
+        )
+        gc.collect(1)  # quantising leaves young reference cycles: free them layer by layer
         if own:
-            own_parameters(model, skip=[getattr(parent, name).weight for parent, name in targets])
-        for parent, child_name in targets:
-            setattr(
-                parent,
-                child_name,
-                _to_4bit(getattr(parent, child_name), double_quant, compute_dtype),
-            )
-            gc.collect(1)  # quantising leaves young reference cycles: free them layer by layer
-            if own:
-                release_memory(collect=False)  # and hand each layer's scratch back at once
+            release_memory(collect=False)  # and hand each layer's scratch back at once
     model.is_loaded_in_4bit = True  # what peft reads to wrap 4-bit layers with its LoRA
     return model
 
