@@ -206,6 +206,37 @@ def test_solutions_are_not_main_text(name):
     assert "Solution to exercise" not in main
 
 
+def closing_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Every lesson closes the same way: one cell holding `## Summary` then `## Exercises`, the
+    next cell `## Next` and nothing else, then the appendix (if any) and the solutions."""
+    at = exercise_cell(nb)
+    problems = []
+    if not nb.cells[at].source.startswith("## Summary"):
+        problems.append("the exercises are not in the summary's cell")
+    after = nb.cells[at + 1] if at + 1 < len(nb.cells) else None
+    if after is None or not after.source.startswith("## Next\n"):
+        problems.append("no `## Next` cell right after the summary and exercises")
+    elif len(HEADING.findall(after.source)) != 1:
+        problems.append("the `## Next` cell holds another section")
+    return problems
+
+
+@pytest.mark.parametrize("name", SOLVED)
+def test_every_lesson_closes_with_summary_exercises_then_next(name):
+    assert closing_problems(lesson(name)) == [], name
+
+
+def test_the_closing_rule_refuses_next_inside_the_summary_or_an_appendix_in_next():
+    nb = lesson("03_additive_methods")
+    at = exercise_cell(nb)
+    nb.cells[at].source += "\n\n" + nb.cells.pop(at + 1).source  # Next inside the summary again
+    assert closing_problems(nb) == ["no `## Next` cell right after the summary and exercises"]
+    nb = lesson("03_additive_methods")
+    at = exercise_cell(nb)
+    nb.cells[at + 1].source += "\n\n" + nb.cells.pop(at + 2).source  # the appendix joins Next
+    assert closing_problems(nb) == ["the `## Next` cell holds another section"]
+
+
 # --- the numbers the solutions give --------------------------------------------------------------
 
 
