@@ -72,6 +72,12 @@ def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _floor(row: dict) -> str:
+    """A floor's ΔCE with its steps, which may be fewer than its run's (`floor.FLOOR_MAX_PASSES`)."""
+    steps = f" ({row['floor_steps']})" if row.get("floor_steps") else ""
+    return _num(row["floor_ce"], ".3f") + (steps if row["floor_ce"] is not None else "")
+
+
 def markdown(doc: dict) -> str:
     """The study as Markdown: inputs, per-budget table, rank agreement, verdicts."""
     lines = ["# Does the toy predict the big? (issue 25)", "", f"`{doc['ran']['command']}`", ""]
@@ -91,14 +97,16 @@ def markdown(doc: dict) -> str:
     lines += ["Errors: ± the mean's standard error over seeds; one seed: the run's own error.", ""]
     for name, info in doc["budgets"].items():
         lines += [f"## {name}", ""]
-        lines += ["| method | seeds | recall | ΔCE | KL | suite drop | floor ΔCE | s/step | "]
+        lines += [
+            "| method | seeds | recall | ΔCE | KL | suite drop | floor ΔCE (steps) | s/step | "
+        ]
         lines[-1] += "peak MiB | trainable | max load |"
         lines += ["|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in info["rows"]:
             mib = None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 2**20
             lines.append(
                 f"| {r['method']} | {len(r['seeds'])} | {_pm(r['recall'])} | {_pm(r['ce'])} | "
-                f"{_pm(r['kl'])} | {_pm(r['suite_drop'])} | {_num(r['floor_ce'], '.3f')} | "
+                f"{_pm(r['kl'])} | {_pm(r['suite_drop'])} | {_floor(r)} | "
                 f"{_num(r['sec_per_step'], '.2f')} | {_num(mib, '.0f')} | "
                 f"{_num(r['trainable_params'], ',.0f')} | {_num(r['max_load_average'], '.1f')} |"
             )

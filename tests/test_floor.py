@@ -214,3 +214,51 @@ def test_a_measure_without_an_error_or_a_value_is_said_so_or_left_out():
     table = against_floor(run, {"general_ce_change": 0.1, "general_ce_change_stderr": 0.01})
     assert list(table.index) == ["ΔCE on general text (nats/token)"]
     assert table["verdict"].iloc[0] == "no error estimate"
+
+
+def test_a_longer_comparison_caps_its_floors_steps_and_keys_them_apart():
+    import tutorial_lib.compare as cmp
+    from tutorial_lib.floor import FLOOR_MAX_PASSES, floor_step_cap
+
+    spec = cmp.ComparisonSpec(methods=("lora",), steps=112, floors=True, floor_steps=31)
+    runs = spec.runs(config.get_profile("quick"))
+    assert [(r["steps"], r.get("train_on", "domain")) for r in runs] == [
+        (112, "domain"),
+        (31, "general"),
+    ]
+    uncapped = cmp.ComparisonSpec(methods=("lora",), steps=112, floors=True).runs(
+        config.get_profile("quick")
+    )
+    where = {"model": "m"}
+    assert sweeps.cache_key(runs[1], where) != sweeps.cache_key(uncapped[1], where)
+    # the rule: at most 1.25 passes over the pool (200 windows of 8 a step: 31 steps)
+    assert FLOOR_MAX_PASSES == 1.25 and floor_step_cap(200, 8) == 31
+    assert floor_step_cap(182, 8) == 28 and floor_step_cap(3, 8) == 1
+    with pytest.raises(ValueError, match="must be positive"):
+        floor_step_cap(0, 8)
+    with pytest.raises(ValueError, match="give floors=True too"):
+        cmp.ComparisonSpec(methods=("lora",), steps=112, floor_steps=31)
+    with pytest.raises(ValueError, match=r"floor_steps \(200\) is more than the runs' steps"):
+        cmp.ComparisonSpec(methods=("lora",), steps=112, floors=True, floor_steps=200)
+    with pytest.raises(ValueError, match="floor_steps must be a positive integer"):
+        cmp.ComparisonSpec(methods=("lora",), floors=True, floor_steps=0)
+
+
+def test_pool_windows_counts_what_a_floor_trains_on(tiny, small_profile):
+    from tutorial_lib.floor import pool_windows
+
+    tokenizer = tiny[1]
+    examples = experiment.training_examples(tokenizer, small_profile, 0.0, 0, train_on="general")
+    assert pool_windows(tokenizer, small_profile) == len(examples) > 0
+
+
+def test_compare_floor_steps_auto_is_parsed_and_a_bad_value_refused(capsys):
+    from tutorial_lib.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["compare", "--floors", "--floor-steps", "auto"])
+    assert args.floor_steps == "auto"
+    assert parser.parse_args(["compare", "--floors", "--floor-steps", "31"]).floor_steps == 31
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compare", "--floors", "--floor-steps", "many"])
+    assert "must be a positive integer, got 'many'" in capsys.readouterr().err

@@ -162,6 +162,11 @@ def test_from_runs_reads_the_cache_floors_apart(tmp_path):
                              for i, r in enumerate(rows)))  # fmt: skip
     got = scale.from_runs(cache)
     assert [r["method"] for r in got.records] == ["full"] and len(got.floors) == 1
+    budget = scale.Budget("4×", got)
+    assert budget.rows()[0]["floor_ce"] == -0.2 and budget.rows()[0]["floor_steps"] is None
+    twice = [*got.floors, {**got.floors[0], "steps": 31}]  # an uncapped and a capped floor
+    with pytest.raises(ValueError, match=r"4×: full has two noise floors \(steps \[None, 31\]\)"):
+        scale.Budget("4×", Comparison(got.records, None, twice))
 
 
 def test_the_committed_comparison_against_itself_holds_everywhere():

@@ -31,6 +31,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _floor_steps(text: str) -> int | str:
+    """`--floor-steps`: a positive integer, or "auto" (the cap of `floor.floor_step_cap`)."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _number(accept, requirement: str):
     """An argparse type: a float that `accept` allows, else "must be <requirement>" (NaN fails)."""
 
@@ -230,6 +235,13 @@ def add_compare_parser(sub) -> None:
         "--floors",
         action="store_true",
         help="also run one noise-floor control per method (seed 0, at its rate, on general text)",
+    )
+    cmd.add_argument(
+        "--floor-steps",
+        type=_floor_steps,
+        metavar="N|auto",
+        help="the floors' steps (default: the runs'); past about one pass over the general-text "
+        "pool a floor overfits it: auto caps them at 1.25 passes (tutorial_lib.floor)",
     )
 
 

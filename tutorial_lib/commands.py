@@ -192,6 +192,28 @@ def _floor_run(spec, where, summary: dict) -> dict:
     return floor
 
 
+def _floor_steps(args, profile) -> int | None:
+    """The floors' steps: as given, or "auto": the runs' steps capped at `FLOOR_MAX_PASSES`
+    passes over the pool (which takes the model's tokenizer to count)."""
+    if args.floor_steps != "auto":
+        return args.floor_steps
+    from transformers import AutoTokenizer
+
+    from tutorial_lib.floor import FLOOR_MAX_PASSES, floor_step_cap, pool_windows
+    from tutorial_lib.models import DEFAULT_MODEL, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model or DEFAULT_MODEL))
+    windows = pool_windows(tokenizer, profile, args.task)
+    cap = floor_step_cap(windows, profile.batch_size)
+    steps = min(cap, args.steps or profile.train_steps)
+    print(
+        f"noise floors: {steps} steps ({windows} general-text windows, at most "
+        f"{FLOOR_MAX_PASSES:g} passes of {profile.batch_size})",
+        file=sys.stderr,
+    )
+    return steps
+
+
 def compare(args) -> int:
     """Run the comparison, print its table, write the files; exit 1 if any method failed (a
     method that cannot apply to the model is reported, and is no failure)."""
@@ -215,6 +237,7 @@ def compare(args) -> int:
         seeds=args.seeds,
         seeds_for=args.seeds_for,
         floors=args.floors,
+        floor_steps=_floor_steps(args, profile),
         steps=args.steps,
         eval_at=() if args.no_mid_run else None,
         task=args.task or TASKS[0],

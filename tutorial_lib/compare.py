@@ -87,6 +87,7 @@ class ComparisonSpec:
     eval_at: tuple[int, ...] | None = None  # mid-run points for matched accuracy; None = halfway
     target: float | None = None  # domain accuracy to match; None = halfway from base to best
     floors: bool = False  # also one noise-floor control per method (seed 0, on general text)
+    floor_steps: int | None = None  # the floors' steps; None = the runs' (floor.FLOOR_STEPS_RULE)
 
     def __post_init__(self) -> None:
         methods = tuple(self.methods) or tuple(sorted(REGISTRY))
@@ -109,6 +110,17 @@ class ComparisonSpec:
             raise ValueError(f"learning rates must be positive numbers, got {bad}")
         if self.target is not None and not 0 < self.target <= 1:
             raise ValueError(f"target must be a domain accuracy in (0, 1], got {self.target}")
+        if self.floor_steps is not None:
+            if not isinstance(self.floor_steps, int) or self.floor_steps <= 0:
+                raise ValueError(
+                    f"floor_steps must be a positive integer, got {self.floor_steps!r}"
+                )
+            if not self.floors:
+                raise ValueError("floor_steps sets the noise floors' steps: give floors=True too")
+            if self.steps is not None and self.floor_steps > self.steps:
+                raise ValueError(
+                    f"floor_steps ({self.floor_steps}) is more than the runs' steps ({self.steps})"
+                )
         check_task(self.task)
         object.__setattr__(self, "methods", methods)
 
@@ -131,8 +143,9 @@ class ComparisonSpec:
             for m in self.methods
             if s < self.seeds_of(m)
         ]
+        floor_steps = min(self.floor_steps or steps, steps)
         floors = [  # `train_on` only here: the runs' cache keys stay as they were
-            {"method": m, "seed": 0, "lr": self.lr(m), "steps": steps, "eval_at": []}
+            {"method": m, "seed": 0, "lr": self.lr(m), "steps": floor_steps, "eval_at": []}
             | {"train_on": "general"}
             for m in self.methods
         ]

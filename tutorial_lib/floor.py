@@ -7,6 +7,15 @@ that measure cross-entropy) instead of the domain chats, and measured the same w
 the control shows how much, so a lesson says "forgot" only beyond it. Lesson 07's committed
 comparison holds one per method at its default rate (`tutorial-lib compare --floors`);
 `tutorial-lib train --floor` runs one beside its run.
+
+A floor must not overfit its pool. The pool is small (100 passages, about 200 windows of a chat's
+length, 12,000 tokens): at the lessons' budget (28 steps of 8) a floor sees it about once, but at
+4× (112 steps) four and a half times, and then it memorises the pool and its general-text CE rises
+(measured: +0.4 to +1.3 nats for the seven headline methods, against -0.3 to +0.3 at 28 steps),
+which is overfitting, not churn. So a longer comparison caps its floors at `floor_steps`: at most
+`FLOOR_MAX_PASSES` passes over the pool (`tutorial-lib compare --floor-steps N`). A capped floor
+is a smaller perturbation than its run, so it measures churn at the low end: a run beyond it is
+beyond churn; a run within it may still be within a longer floor's.
 """
 
 from __future__ import annotations
@@ -30,6 +39,29 @@ NOT_FLOOR = {
     "total_params",
     "trainable_percent",
 }
+
+
+FLOOR_MAX_PASSES = 1.25  # a floor sees its pool at most this often (the 1× floors: 1.12)
+
+
+def floor_step_cap(windows: int, batch: int, passes: float = FLOOR_MAX_PASSES) -> int:
+    """The most steps a floor trains: `passes` over a pool of `windows` sequences, `batch` a step
+    (at least one step)."""
+    if windows <= 0 or batch <= 0 or passes <= 0:
+        raise ValueError(
+            f"windows, batch and passes must be positive, got {windows, batch, passes}"
+        )
+    return max(1, math.floor(passes * windows / batch))
+
+
+def pool_windows(tokenizer, profile, task: str | None = None) -> int:
+    """How many training sequences a floor's pool holds for this profile's chats (the windows
+    `experiment.training_examples(train_on="general")` trains on)."""
+    from tutorial_lib import data
+    from tutorial_lib.experiment import training_examples
+
+    task = task or data.TASKS[0]
+    return len(training_examples(tokenizer, profile, 0.0, 0, task, train_on="general"))
 
 
 def floor_spec(spec: RunSpec) -> RunSpec:

@@ -86,7 +86,12 @@ class Budget:
         self.runs: dict[str, dict[int, dict]] = {}
         for r in done:
             self.runs.setdefault(r["method"], {})[r["seed"]] = r
-        self.floors = {f["method"]: f for f in comparison.floors if "error" not in f}
+        self.floors: dict[str, dict] = {}
+        for f in (f for f in comparison.floors if "error" not in f):
+            if f["method"] in self.floors:  # one control per method, or which is its floor?
+                steps = [self.floors[f["method"]].get("steps"), f.get("steps")]
+                raise ValueError(f"{name}: {f['method']} has two noise floors (steps {steps})")
+            self.floors[f["method"]] = f
 
     @property
     def methods(self) -> list[str]:
@@ -160,7 +165,7 @@ class Budget:
                 e = self.estimate(method, measure)
                 row[measure] = {"mean": e.mean, "sd": e.sd, "se": e.se, "n": e.n, "how": e.how}
             floor = self.floors.get(method, {})
-            row["floor_ce"] = floor.get("general_ce_change")
+            row["floor_ce"], row["floor_steps"] = floor.get("general_ce_change"), floor.get("steps")
             for key in ("sec_per_step", "peak_memory_bytes", "trainable_params"):
                 got = [r[key] for r in runs.values() if r.get(key) is not None]
                 row[key] = statistics.fmean(got) if got else None
