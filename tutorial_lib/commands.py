@@ -21,6 +21,10 @@ def fetch_model(args) -> None:
     from tutorial_lib.models import DEFAULT_MODEL, fetch_model
 
     print(fetch_model(args.model or DEFAULT_MODEL))
+    if args.four_bit:
+        from tutorial_lib.four_bit import saved_four_bit
+
+        print(saved_four_bit(args.model or DEFAULT_MODEL))
 
 
 def prefetch(args) -> None:

@@ -34,17 +34,15 @@ def load_model(name: str = DEFAULT_MODEL, quantization_config=None):
 
     path = resolve_model(name)  # the offline alias -> its verified local folder
     tokenizer = AutoTokenizer.from_pretrained(path)
+    # a saved 4-bit folder names its own quantisation; passing None would override it
+    quantize = {"quantization_config": quantization_config} if quantization_config else {}
     with _quiet_progress(True):  # no per-tensor bar in a lesson's output
         model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch.float32,
-            use_safetensors=True,
-            quantization_config=quantization_config,
+            path, dtype=torch.float32, use_safetensors=True, **quantize
         )
-    if quantization_config is None:
-        clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
-    else:
-        own_parameters(model)  # the fp32 file's pages the 4-bit load read go back (lesson 06)
+    clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
+    if type(getattr(model, "hf_quantizer", None)).__name__.startswith("Bnb"):  # 4-bit, now or saved
+        own_parameters(model)  # the file's pages the load read go back (lesson 06)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -238,13 +236,25 @@ def four_bit_config(compute_dtype: torch.dtype = torch.float32):
 
 
 def qlora_model(
-    name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32, seed: int = 0
+    name: str = DEFAULT_MODEL,
+    compute_dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    saved: bool = True,
 ):
-    """The QLoRA recipe: 4-bit base, k-bit preparation, the CPU gradient guard, LoRA on top."""
+    """The QLoRA recipe: 4-bit base, k-bit preparation, the CPU gradient guard, LoRA on top.
+
+    The 4-bit base is quantised once and saved (`four_bit.saved_four_bit`: a 4-bit load, then
+    `model.save_pretrained`); loading the saved copy reads its packed weights only. With
+    `saved=False` every call quantises on load, reading the whole full-precision file."""
     import bitsandbytes as bnb
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model, tokenizer = load_model(name, quantization_config=four_bit_config(compute_dtype))
+    if saved:
+        from tutorial_lib.four_bit import saved_four_bit
+
+        model, tokenizer = load_model(str(saved_four_bit(name, compute_dtype)))
+    else:
+        model, tokenizer = load_model(name, quantization_config=four_bit_config(compute_dtype))
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     # The one extra line on a CPU with AVX512-BF16: without it, one eval-mode forward repacks
     # the 4-bit weights and later training forwards silently drop the LoRA gradients.

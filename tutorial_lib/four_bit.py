@@ -1,0 +1,123 @@
+"""A 4-bit base quantised once and saved, then loaded from the saved copy: what the Hub's
+"-bnb-4bit" repositories hold.
+
+Quantising on load (`from_pretrained(..., quantization_config=BitsAndBytesConfig(...))`) reads
+every full-precision weight and holds it while bitsandbytes packs it. On this model that read is
+the whole 513 MiB fp32 file and about 11 s on 2 cores, and it is the peak of lesson 06 in a small
+session. `model.save_pretrained` after that load writes the packed weights and their scales
+(safetensors, about 161 MiB here), and loading them reads only those. So lesson 06's practitioner
+cells load a saved copy, built the first time it is asked for, or beforehand by
+`tutorial-lib fetch-model --four-bit` (Binder's image build runs it).
+
+The copy is a cache: its folder is named by everything that decides its bytes (the source
+model's file hashes, the quantisation settings, the bitsandbytes and transformers versions) and
+its manifest records those and the hash of every file it wrote. A copy whose files do not match
+is rebuilt, and one made with other settings is never returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from tutorial_lib.models import DEFAULT_MODEL, _cached_sha256, cache_dir, resolve_model
+
+MANIFEST = "four_bit_manifest.json"
+
+
+def _source_identity(path: str) -> dict:
+    """What identifies the weights being quantised: each safetensors file's hash for a folder
+    (the offline model's converted folder, or a learner's), the id for a Hub model."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {"hub_id": path}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors file in {folder}: a 4-bit copy is made from one")
+    return {"sha256": {f.name: _cached_sha256(f) for f in files}}
+
+
+def settings(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> dict:
+    """Everything that decides a saved copy's bytes (and so its folder's name)."""
+    import bitsandbytes
+    import transformers
+
+    from tutorial_lib.practitioner import four_bit_config
+
+    config = four_bit_config(compute_dtype)
+    return {
+        "source": _source_identity(resolve_model(name)),
+        "quant_type": config.bnb_4bit_quant_type,
+        "double_quant": config.bnb_4bit_use_double_quant,
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
+        "bitsandbytes": bitsandbytes.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def folder_for(name: str, wanted: dict) -> Path:
+    """Where the copy of `name` with these settings lives in the library's cache."""
+    digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+    label = Path(name).name if Path(name).is_dir() else name.replace("/", "--")
+    return cache_dir() / "four-bit" / f"{label}-{digest}"
+
+
+def verified(folder: Path, wanted: dict) -> bool:
+    """True when the folder's manifest names these settings and every file it lists matches."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    files = manifest.get("sha256") or {}
+    return (
+        manifest.get("settings") == wanted
+        and bool(files)
+        and all(
+            (folder / f).is_file() and _cached_sha256(folder / f) == digest
+            for f, digest in files.items()
+        )
+    )
+
+
+def saved_four_bit(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> Path:
+    """The folder of `name` quantised by `practitioner.four_bit_config(compute_dtype)` and saved
+    with `save_pretrained` (safetensors); quantised here the first time, reused after."""
+    wanted = settings(name, compute_dtype)
+    folder = folder_for(name, wanted)
+    if verified(folder, wanted):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if verified(folder, wanted):  # another process finished while this one waited
+            return folder
+        quantise_and_save(name, compute_dtype, wanted, folder)
+    return folder
+
+
+def quantise_and_save(name: str, compute_dtype: torch.dtype, wanted: dict, folder: Path) -> None:
+    """The practitioner's two lines, a 4-bit load and `save_pretrained`, written to `folder`
+    with a manifest of `wanted` settings and file hashes (staged, then renamed into place)."""
+    from tutorial_lib.memory.machine import release_memory
+    from tutorial_lib.practitioner import four_bit_config, load_model
+
+    print(f"Quantising {name} to 4 bits once, and saving it (about 15 s on 2 cores)")
+    model, tokenizer = load_model(name, quantization_config=four_bit_config(compute_dtype))
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        staged = Path(tmp) / "saved"
+        model.save_pretrained(staged, safe_serialization=True)
+        tokenizer.save_pretrained(staged)
+        hashes = {f.name: _cached_sha256(f) for f in sorted(staged.iterdir()) if f.is_file()}
+        manifest = {"settings": wanted, "sha256": hashes}
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)  # a copy that failed its check
+        os.replace(staged, folder)
+    del model
+    release_memory()
