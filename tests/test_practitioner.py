@@ -8,6 +8,7 @@ measured gaps on the tiny model are below 2e-7 for every method.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -298,6 +299,11 @@ def test_a_saved_4bit_base_loads_the_same_weights_and_is_rebuilt_when_it_does_no
     folder = four_bit.saved_four_bit(tiny_dir)
     assert folder.parent == tmp_path / "four-bit" and (folder / "model.safetensors").is_file()
     assert four_bit.saved_four_bit(tiny_dir) == folder  # reused, not rebuilt
+    copy, model = (
+        sum(f.stat().st_size for f in Path(d).glob("*.safetensors")) for d in (folder, tiny_dir)
+    )
+    assert f"copy: {copy / 2**20:.0f} MiB" in four_bit.describe(tiny_dir)
+    assert f"instead of the {model / 2**20:.0f} MiB model" in four_bit.describe(tiny_dir)
     saved, _ = practitioner.load_model(str(folder))
     fresh, tokenizer = practitioner.load_model(
         tiny_dir, quantization_config=practitioner.four_bit_config()

@@ -27,7 +27,13 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from tutorial_lib.models import DEFAULT_MODEL, _cached_sha256, cache_dir, resolve_model
+from tutorial_lib.models import (
+    DEFAULT_MODEL,
+    _cached_sha256,
+    _quiet_progress,
+    cache_dir,
+    resolve_model,
+)
 
 MANIFEST = "four_bit_manifest.json"
 
@@ -111,7 +117,8 @@ def quantise_and_save(name: str, compute_dtype: torch.dtype, wanted: dict, folde
     model, tokenizer = load_model(name, quantization_config=four_bit_config(compute_dtype))
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         staged = Path(tmp) / "saved"
-        model.save_pretrained(staged, safe_serialization=True)
+        with _quiet_progress(True):  # no "Writing model shards" bar in a lesson's output
+            model.save_pretrained(staged, safe_serialization=True)
         tokenizer.save_pretrained(staged)
         hashes = {f.name: _cached_sha256(f) for f in sorted(staged.iterdir()) if f.is_file()}
         manifest = {"settings": wanted, "sha256": hashes}
@@ -121,3 +128,15 @@ def quantise_and_save(name: str, compute_dtype: torch.dtype, wanted: dict, folde
         os.replace(staged, folder)
     del model
     release_memory()
+
+
+def _safetensors_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+
+
+def describe(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> str:
+    """One line: the saved copy's size against the full-precision files it replaces in a load."""
+    copy = _safetensors_bytes(saved_four_bit(name, compute_dtype)) / 2**20
+    source = Path(resolve_model(name))
+    read = f"the {_safetensors_bytes(source) / 2**20:.0f} MiB model" if source.is_dir() else name
+    return f"saved 4-bit copy: {copy:.0f} MiB of safetensors, read instead of {read}"
