@@ -178,3 +178,12 @@ def test_the_committed_comparison_against_itself_holds_everywhere():
     for measure, got in doc["agreement"]["1× vs 1× again"].items():
         assert got["tau"] == pytest.approx(1.0), measure
         assert got["opposite_order"] == 0
+
+
+def test_a_claim_within_errors_at_both_budgets_holds_only_with_the_same_sign():
+    assert scale._claim_status("within", "within", True) == "holds"
+    assert scale._claim_status("within", "within", False) == "weakens"  # the order flipped
+    assert scale._claim_status("for", "within", True) == "weakens"
+    assert scale._claim_status("within", "for", True) == "holds"
+    assert scale._claim_status("for", "against", False) == "reverses"
+    assert scale._claim_status("against", "for", False) == "not supported at the base"

@@ -20,7 +20,7 @@ each order is beyond 2 of its errors.
 **Verdicts** (`VERDICTS`): each is a list of claims, a claim a signed margin (positive = as the
 lesson says) with its error. A claim is *for* (margin > 2 se), *against* (margin < −2 se) or
 *within*. At a larger budget a claim **holds** when it is for, or within where it was within at
-the base too; **reverses** when against; **weakens** otherwise. A claim against at the base is
+the base too with the same sign; **reverses** when against; **weakens** otherwise. A claim against at the base is
 left out (the lesson's data did not support it). A verdict holds when every claim holds,
 reverses when any reverses, else weakens. The null verdict (`peft_not_ranked_on_recall`: pairs
 that cannot be told apart) counts pairs beyond their errors instead: holds when no more than
@@ -360,7 +360,7 @@ def check(verdict: Verdict, base: Budget, larger: Budget) -> dict:
         rows.append(
             {"claim": lab_b if lab_a == lab_b else f"{lab_a} → {lab_b}", "base": ma}
             | {"base_se": sa, "base_is": sta, "larger": mb, "larger_se": sb, "larger_is": stb}
-            | {"status": _claim_status(sta, stb)}
+            | {"status": _claim_status(sta, stb, (ma > 0) == (mb > 0))}
         )
     out = {"id": verdict.id, "says": verdict.says, "where": verdict.where, "claims": rows}
     out["not_measured_at_both"] = sorted(at_base.keys() ^ at_larger.keys())
@@ -378,12 +378,15 @@ def _first(test: bool, then: str, test2: bool, then2: str, otherwise: str) -> st
     return then if test else then2 if test2 else otherwise
 
 
-def _claim_status(base_is: str, larger_is: str) -> str:
+def _claim_status(base_is: str, larger_is: str, same_sign: bool) -> str:
+    """A claim within its errors at both budgets holds only if its sign did not flip."""
     if base_is == "against":
         return "not supported at the base"
     if larger_is == "against":
         return "reverses"
-    return "holds" if larger_is == "for" or base_is == "within" == larger_is else "weakens"
+    if larger_is == "for":
+        return "holds"
+    return "holds" if base_is == "within" and same_sign else "weakens"
 
 
 def study(comparisons: dict[str, Comparison], base: str | None = None) -> dict:
