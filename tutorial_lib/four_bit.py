@@ -38,6 +38,19 @@ from tutorial_lib.models import (
 MANIFEST = "four_bit_manifest.json"
 
 
+def four_bit_config(compute_dtype: torch.dtype = torch.float32):
+    """NF4 weights, double-quantised scales, computing in `compute_dtype` (bf16 where the
+    machine is fast at it, as lesson 06's Knobs cell prints)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
 def _source_identity(path: str) -> dict:
     """What identifies the weights being quantised: each safetensors file's hash for a folder
     (the offline model's converted folder, or a learner's), the id for a Hub model."""
@@ -54,8 +67,6 @@ def settings(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float
     """Everything that decides a saved copy's bytes (and so its folder's name)."""
     import bitsandbytes
     import transformers
-
-    from tutorial_lib.practitioner import four_bit_config
 
     config = four_bit_config(compute_dtype)
     return {
@@ -93,7 +104,7 @@ def verified(folder: Path, wanted: dict) -> bool:
 
 
 def saved_four_bit(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> Path:
-    """The folder of `name` quantised by `practitioner.four_bit_config(compute_dtype)` and saved
+    """The folder of `name` quantised by `four_bit_config(compute_dtype)` and saved
     with `save_pretrained` (safetensors); quantised here the first time, reused after."""
     wanted = settings(name, compute_dtype)
     folder = folder_for(name, wanted)
@@ -110,11 +121,22 @@ def saved_four_bit(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch
 def quantise_and_save(name: str, compute_dtype: torch.dtype, wanted: dict, folder: Path) -> None:
     """The practitioner's two lines, a 4-bit load and `save_pretrained`, written to `folder`
     with a manifest of `wanted` settings and file hashes (staged, then renamed into place)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from tutorial_lib.memory.machine import release_memory
-    from tutorial_lib.practitioner import four_bit_config, load_model
 
     print(f"Quantising {name} to 4 bits once, and saving it (about 15 s on 2 cores)")
-    model, tokenizer = load_model(name, quantization_config=four_bit_config(compute_dtype))
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # as practitioner.load_model sets it
+        tokenizer.pad_token = tokenizer.eos_token
+    with _quiet_progress(True):
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch.float32,
+            use_safetensors=True,
+            quantization_config=four_bit_config(compute_dtype),
+        )
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         staged = Path(tmp) / "saved"
         with _quiet_progress(True):  # no "Writing model shards" bar in a lesson's output

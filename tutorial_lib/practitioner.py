@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from tutorial_lib import data
+from tutorial_lib.four_bit import four_bit_config
 from tutorial_lib.memory.machine import own_parameters
 from tutorial_lib.methods.prompts import DEFAULT_INIT_TEXT
 from tutorial_lib.models import DEFAULT_MODEL, _quiet_progress, clear_quantized_flag, resolve_model
@@ -220,19 +221,6 @@ def top_layers_model(name: str = DEFAULT_MODEL, k: int = 2):
 
 
 # --- QLoRA: a 4-bit base, prepared for k-bit training ----------------------------------------
-
-
-def four_bit_config(compute_dtype: torch.dtype = torch.float32):
-    """NF4 weights, double-quantised scales, computing in `compute_dtype` (bf16 where the
-    machine is fast at it, as lesson 06's Knobs cell prints)."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
 
 
 def qlora_model(
