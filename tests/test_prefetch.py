@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -37,7 +38,7 @@ def _fake_spec(tmp_path: Path) -> tuple[models.OfflineModel, bytes]:
         wheel_file="fake-0.1-py3-none-any.whl",
         wheel_sha256=sha256_file(tmp_path / "wheel.whl"),
         gguf_member="fake/model.gguf",
-        gguf_sha256=models.hashlib.sha256(gguf).hexdigest(),
+        gguf_sha256=hashlib.sha256(gguf).hexdigest(),
     )
     return spec, wheel
 

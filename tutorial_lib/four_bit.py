@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
+from tutorial_lib import cached_folder
 from tutorial_lib.models import (
     DEFAULT_MODEL,
-    _cached_sha256,
     _quiet_progress,
     cache_dir,
+    load_causal_lm,
     resolve_model,
 )
 
@@ -60,7 +57,7 @@ def _source_identity(path: str) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors file in {folder}: a 4-bit copy is made from one")
-    return {"sha256": {f.name: _cached_sha256(f) for f in files}}
+    return {"sha256": {f.name: cached_folder.cached_sha256(f) for f in files}}
 
 
 def settings(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> dict:
@@ -88,66 +85,31 @@ def folder_for(name: str, wanted: dict) -> Path:
 
 def verified(folder: Path, wanted: dict) -> bool:
     """True when the folder's manifest names these settings and every file it lists matches."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    files = manifest.get("sha256") or {}
-    return (
-        manifest.get("settings") == wanted
-        and bool(files)
-        and all(
-            (folder / f).is_file() and _cached_sha256(folder / f) == digest
-            for f, digest in files.items()
-        )
-    )
+    return cached_folder.matches(folder, MANIFEST, settings=wanted)
 
 
 def saved_four_bit(name: str = DEFAULT_MODEL, compute_dtype: torch.dtype = torch.float32) -> Path:
     """The folder of `name` quantised by `four_bit_config(compute_dtype)` and saved
     with `save_pretrained` (safetensors); quantised here the first time, reused after."""
     wanted = settings(name, compute_dtype)
-    folder = folder_for(name, wanted)
-    if verified(folder, wanted):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if verified(folder, wanted):  # another process finished while this one waited
-            return folder
-        quantise_and_save(name, compute_dtype, wanted, folder)
-    return folder
+
+    def build(staged: Path) -> None:
+        quantise_and_save(name, compute_dtype, staged)
+
+    return cached_folder.build_once(
+        folder_for(name, wanted), build, manifest=MANIFEST, settings=wanted
+    )
 
 
-def quantise_and_save(name: str, compute_dtype: torch.dtype, wanted: dict, folder: Path) -> None:
-    """The practitioner's two lines, a 4-bit load and `save_pretrained`, written to `folder`
-    with a manifest of `wanted` settings and file hashes (staged, then renamed into place)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def quantise_and_save(name: str, compute_dtype: torch.dtype, folder: Path) -> None:
+    """The practitioner's two lines, a 4-bit load and `save_pretrained`, written to `folder`."""
     from tutorial_lib.memory.machine import release_memory
 
     print(f"Quantising {name} to 4 bits once, and saving it (about 15 s on 2 cores)")
-    path = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:  # as practitioner.load_model sets it
-        tokenizer.pad_token = tokenizer.eos_token
-    with _quiet_progress(True):
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch.float32,
-            use_safetensors=True,
-            quantization_config=four_bit_config(compute_dtype),
-        )
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        staged = Path(tmp) / "saved"
-        with _quiet_progress(True):  # no "Writing model shards" bar in a lesson's output
-            model.save_pretrained(staged, safe_serialization=True)
-        tokenizer.save_pretrained(staged)
-        hashes = {f.name: _cached_sha256(f) for f in sorted(staged.iterdir()) if f.is_file()}
-        manifest = {"settings": wanted, "sha256": hashes}
-        (staged / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)  # a copy that failed its check
-        os.replace(staged, folder)
+    model, tokenizer = load_causal_lm(name, quantization_config=four_bit_config(compute_dtype))
+    with _quiet_progress(True):  # no "Writing model shards" bar in a lesson's output
+        model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
     del model
     release_memory()
 

