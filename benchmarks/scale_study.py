@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tutorial_lib import provenance, scale
 from tutorial_lib.compare import Comparison, of_json
+from tutorial_lib.transfer import mean_pm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -61,13 +62,6 @@ def no_nan(value):
     return [no_nan(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _pm(stats: dict, digits: int = 3) -> str:
-    if stats["mean"] is None:
-        return "–"
-    se = "" if stats["se"] is None else f" ± {stats['se']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f}{se}"
-
-
 def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -105,8 +99,8 @@ def markdown(doc: dict) -> str:
         for r in info["rows"]:
             mib = None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 2**20
             lines.append(
-                f"| {r['method']} | {len(r['seeds'])} | {_pm(r['recall'])} | {_pm(r['ce'])} | "
-                f"{_pm(r['kl'])} | {_pm(r['suite_drop'])} | {_floor(r)} | "
+                f"| {r['method']} | {len(r['seeds'])} | {mean_pm(r['recall'])} | {mean_pm(r['ce'])} | "
+                f"{mean_pm(r['kl'])} | {mean_pm(r['suite_drop'])} | {_floor(r)} | "
                 f"{_num(r['sec_per_step'], '.2f')} | {_num(mib, '.0f')} | "
                 f"{_num(r['trainable_params'], ',.0f')} | {_num(r['max_load_average'], '.1f')} |"
             )

@@ -48,11 +48,12 @@ def shared_methods(study: dict) -> list[str]:
     return [m for m in base if all(m in got for got in rows)]
 
 
-def _cell(stats: dict) -> str:
+def mean_pm(stats: dict, digits: int = 3) -> str:
+    """A study cell as text: its mean ± its standard error ("–" where nothing was measured)."""
     if stats["mean"] is None:
         return "–"
-    se = "" if stats["se"] is None else f" ± {stats['se']:.3f}"
-    return f"{stats['mean']:.3f}{se}"
+    se = "" if stats["se"] is None else f" ± {stats['se']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}{se}"
 
 
 def budget_table(study: dict, measures: tuple[str, ...] = ("recall", "ce", "suite_drop")):
@@ -66,7 +67,7 @@ def budget_table(study: dict, measures: tuple[str, ...] = ("recall", "ce", "suit
     for measure in measures:
         for name in rows:
             label = f"{MEASURES[measure][0]} {name}"
-            columns[label] = [_cell(rows[name][m][measure]) for m in methods]
+            columns[label] = [mean_pm(rows[name][m][measure]) for m in methods]
     for name in rows:
         columns[f"seeds {name}"] = [len(rows[name][m]["seeds"]) for m in methods]
     return pd.DataFrame(columns, index=pd.Index(methods, name="method"))
