@@ -7,7 +7,7 @@ Each budget is read from its summary, `compare-lesson.json` (1×), `compare-4x.j
 `compare-16x.json` in `benchmarks/results/`; where a summary is not written yet, from its runs
 cache (`compare-4x-runs.jsonl`, read as `tutorial-lib compare` reads it back). A budget with
 neither is named as missing; methods and seeds a budget lacks are named in the output. Writes
-`STEM.json` (everything `scale.study` returns, with the inputs and how it ran) and `STEM.md`.
+`STEM.json` (everything `verdicts.study` returns, with the inputs and how it ran) and `STEM.md`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from tutorial_lib import provenance, scale
+from tutorial_lib import provenance, scale, verdicts
 from tutorial_lib.compare import Comparison, of_json
 from tutorial_lib.transfer import mean_pm
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "1×" not in found or len(found) < 2:
         parser.error(f"need 1× and one larger budget; found {list(found)}")
     read = {name: read_budget(path) for name, path in found.items()}
-    doc = scale.study({name: c for name, (c, _) in read.items()}, base="1×")
+    doc = verdicts.study({name: c for name, (c, _) in read.items()}, base="1×")
     for name, (c, ran) in read.items():
         doc["budgets"][name]["load"] = load_note(c, ran)
     command = provenance.command_line("python benchmarks/scale_study.py")

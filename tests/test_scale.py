@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tutorial_lib import scale
+from tutorial_lib import scale, verdicts
 from tutorial_lib.compare import Comparison, of_json
 from tutorial_lib.data import results_dir
 
@@ -84,8 +84,8 @@ def test_pairwise_agreements_count_pairs_and_errors():
     assert got["opposite_beyond_both"] == 1
 
 
-def _verdict(vid: str) -> scale.Verdict:
-    return next(v for v in scale.VERDICTS if v.id == vid)
+def _verdict(vid: str) -> verdicts.Verdict:
+    return next(v for v in verdicts.VERDICTS if v.id == vid)
 
 
 @pytest.mark.parametrize(
@@ -105,21 +105,21 @@ def test_each_rule_gives_holds_weakens_reverses(full_ce, noise, expected):
         for m in METHODS
     ]
     larger = scale.Budget("4×", Comparison(records, None))
-    got = scale.check(_verdict("full_forgot_least"), base, larger)
+    got = verdicts.check(_verdict("full_forgot_least"), base, larger)
     assert got["status"] == expected, got["claims"]
     assert got["claims"][0]["base_is"] == "for"
 
 
 def test_order_verdict_reverses_when_any_pair_reverses_and_null_verdict_counts_pairs():
     base, same = budgets(BASE_RECALL, BASE_CE)
-    assert scale.check(_verdict("forgetting_order"), base, same)["status"] == "holds"
+    assert verdicts.check(_verdict("forgetting_order"), base, same)["status"] == "holds"
     _, flipped = budgets(BASE_RECALL, dict(BASE_CE, ia3=0.15))  # (IA)³ no longer worst
-    got = scale.check(_verdict("forgetting_order"), base, flipped)
+    got = verdicts.check(_verdict("forgetting_order"), base, flipped)
     assert got["status"] == "reverses"
     assert any(c["status"] == "reverses" and "ia3" in c["claim"] for c in got["claims"])
     # the null verdict: at the base the PEFT methods' recall differs beyond the errors (10
     # pairs beyond), so the same at the larger budget holds; none beyond still holds
-    assert scale.check(_verdict("peft_not_ranked_on_recall"), base, same)["status"] == "holds"
+    assert verdicts.check(_verdict("peft_not_ranked_on_recall"), base, same)["status"] == "holds"
 
 
 def test_null_verdict_weakens_and_reverses_as_more_pairs_part():
@@ -131,18 +131,18 @@ def test_null_verdict_weakens_and_reverses_as_more_pairs_part():
     ]
     base = scale.Budget("1×", Comparison(noisy, None))
     verdict = _verdict("peft_not_ranked_on_recall")
-    assert scale.check(verdict, base, base)["status"] == "holds"
+    assert verdicts.check(verdict, base, base)["status"] == "holds"
     one_apart = dict(tied, lora=0.9)  # 4 of 10 pairs now beyond: fewer than half
     _, some = budgets(one_apart, BASE_CE)
-    assert scale.check(verdict, base, some)["status"] == "weakens"
+    assert verdicts.check(verdict, base, some)["status"] == "weakens"
     _, all_apart = budgets(BASE_RECALL, BASE_CE)  # every pair beyond
-    assert scale.check(verdict, base, all_apart)["status"] == "reverses"
+    assert verdicts.check(verdict, base, all_apart)["status"] == "reverses"
 
 
 def test_missing_methods_and_seeds_are_named_not_errors():
     base = comparison(BASE_RECALL, BASE_CE)
     partial = Comparison([run("full", 0, 0.95, 0.2), run("lora", 0, 0.7, 0.3)], None)
-    doc = scale.study({"1×": base, "4×": partial})
+    doc = verdicts.study({"1×": base, "4×": partial})
     info = doc["budgets"]["4×"]
     assert info["missing_methods"] == sorted(set(METHODS) - {"full", "lora"})
     assert doc["verdicts"]["4×"]["methods"] == ["full", "lora"]
@@ -152,7 +152,9 @@ def test_missing_methods_and_seeds_are_named_not_errors():
     assert doc["agreement"]["1× vs 4×"]["recall"]["tau"] is None  # 2 methods: no τ
     fewer = [run("full", 0, 0.9, 0.1), run("full", 1, 0.9, 0.1), run("lora", 0, 0.8, 0.2)]
     fewer = Comparison(fewer, None)
-    assert scale.study({"1×": base, "4×": fewer})["budgets"]["4×"]["fewer_seeds"] == {"lora": [0]}
+    assert verdicts.study({"1×": base, "4×": fewer})["budgets"]["4×"]["fewer_seeds"] == {
+        "lora": [0]
+    }
 
 
 def test_from_runs_reads_the_cache_floors_apart(tmp_path):
@@ -171,19 +173,19 @@ def test_from_runs_reads_the_cache_floors_apart(tmp_path):
 
 def test_the_committed_comparison_against_itself_holds_everywhere():
     saved = of_json(json.loads((results_dir() / "compare-lesson.json").read_text()))
-    doc = scale.study({"1×": saved, "1× again": saved})
+    doc = verdicts.study({"1×": saved, "1× again": saved})
     checked = doc["verdicts"]["1× again"]["checked"]
-    assert len(checked) == len(scale.VERDICTS)
-    assert {v["id"]: v["status"] for v in checked} == {v.id: "holds" for v in scale.VERDICTS}
+    assert len(checked) == len(verdicts.VERDICTS)
+    assert {v["id"]: v["status"] for v in checked} == {v.id: "holds" for v in verdicts.VERDICTS}
     for measure, got in doc["agreement"]["1× vs 1× again"].items():
         assert got["tau"] == pytest.approx(1.0), measure
         assert got["opposite_order"] == 0
 
 
 def test_a_claim_within_errors_at_both_budgets_holds_only_with_the_same_sign():
-    assert scale._claim_status("within", "within", True) == "holds"
-    assert scale._claim_status("within", "within", False) == "weakens"  # the order flipped
-    assert scale._claim_status("for", "within", True) == "weakens"
-    assert scale._claim_status("within", "for", True) == "holds"
-    assert scale._claim_status("for", "against", False) == "reverses"
-    assert scale._claim_status("against", "for", False) == "not supported at the base"
+    assert verdicts._claim_status("within", "within", True) == "holds"
+    assert verdicts._claim_status("within", "within", False) == "weakens"  # the order flipped
+    assert verdicts._claim_status("for", "within", True) == "weakens"
+    assert verdicts._claim_status("within", "for", True) == "holds"
+    assert verdicts._claim_status("for", "against", False) == "reverses"
+    assert verdicts._claim_status("against", "for", False) == "not supported at the base"

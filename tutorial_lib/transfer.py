@@ -102,7 +102,7 @@ def agreement_table(study: dict):
 
 def verdict_table(study: dict):
     """Each of lesson 07's verdicts, where the lesson states it, and whether it holds, weakens
-    or reverses at each larger budget (`scale.check`)."""
+    or reverses at each larger budget (`verdicts.check`)."""
     import pandas as pd
 
     table: dict[str, dict] = {}
