@@ -143,6 +143,8 @@ def test_prefetched_kit_runs_lesson_00_with_no_network(tmp_path, netless_prefix)
     assert done.returncode == 0, done.stderr
     assert f"ready: {kit / 'models' / DEFAULT_MODEL}" in done.stdout
     assert models.verify_converted(kit / "models" / DEFAULT_MODEL)
+    [four_bit_copy] = [p for p in (kit / "four-bit").iterdir() if p.is_dir()]  # lesson 06's
+    assert f"ready: {four_bit_copy}" in done.stdout
 
     empty_home = tmp_path / "home"  # so no default cache (ours or the Hub's) can stand in
     empty_home.mkdir()

@@ -28,11 +28,12 @@ def fetch_model(args) -> None:
 
 
 def prefetch(args) -> None:
-    from tutorial_lib.delivery import prefetch
+    from tutorial_lib.delivery import prefetch, prefetch_four_bit
     from tutorial_lib.models import CACHE_ENV
 
     for folder in prefetch(args.dir):
         print(f"ready: {folder}")
+    print(f"ready: {prefetch_four_bit(args.dir)}")  # lesson 06's 4-bit base
     from tutorial_lib.published import prefetch_published
 
     print(f"ready: {prefetch_published(args.dir)}")

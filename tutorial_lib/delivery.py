@@ -20,7 +20,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tutorial_lib import models
-from tutorial_lib.models import CACHE_ENV, OFFLINE_MODELS, cache_dir, fetch_model, sha256_file
+from tutorial_lib.models import (
+    CACHE_ENV,
+    DEFAULT_MODEL,
+    OFFLINE_MODELS,
+    cache_dir,
+    fetch_model,
+    sha256_file,
+)
 
 KIT_README = "README.txt"
 ROOT = Path(__file__).resolve().parent.parent  # the repository, for an editable install
@@ -96,6 +103,17 @@ def prefetch(dest: Path, names: Iterable[str] = tuple(OFFLINE_MODELS)) -> list[P
         folders.append(folder)
     _write_kit_readme(dest)
     return folders
+
+
+def prefetch_four_bit(dest: Path, name: str = DEFAULT_MODEL) -> Path:
+    """Lesson 06's saved 4-bit base, built in the kit from its converted model (about 15 s).
+
+    The copy's folder is named by the bitsandbytes and transformers versions too
+    (`four_bit.settings`): machines with other versions build their own the first time."""
+    from tutorial_lib.four_bit import saved_four_bit
+
+    with _cache_at(Path(dest).expanduser().resolve()):
+        return saved_four_bit(name)
 
 
 def repository_url(root: Path = ROOT) -> str:
