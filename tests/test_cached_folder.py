@@ -31,7 +31,7 @@ def test_a_folder_is_built_once_and_its_manifest_lists_every_file_with_its_field
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith("tmp")] == []
 
 
-def test_other_fields_a_damaged_file_or_a_failed_check_rebuild_it(tmp_path):
+def test_other_fields_a_damaged_file_or_a_missing_folder_rebuild_it(tmp_path):
     calls = []
     folder = tmp_path / "thing"
     cached_folder.build_once(folder, _builder(calls), version=1)
@@ -42,8 +42,12 @@ def test_other_fields_a_damaged_file_or_a_failed_check_rebuild_it(tmp_path):
     assert not cached_folder.matches(folder, version=2)
     cached_folder.build_once(folder, _builder(calls), version=2)
     assert len(calls) == 3 and (folder / "sub" / "data.arrow").read_text() == "rows"
-    cached_folder.build_once(folder, _builder(calls), check=lambda f: False, version=2)
-    assert len(calls) == 4
+    assert cached_folder.matches(folder, holds=["sub"], version=2)
+    assert not cached_folder.matches(folder, holds=["sub", "other"], version=2)
+    cached_folder.build_once(folder, _builder(calls), holds=["sub"], version=2)
+    assert len(calls) == 3  # every required folder is listed: reused
+    cached_folder.build_once(folder, _builder(calls), holds=["other"], version=2)
+    assert len(calls) == 4  # a copy that lacks a folder a reader needs is rebuilt
 
 
 def test_a_build_that_fails_leaves_the_old_copy_and_no_scratch(tmp_path):

@@ -262,3 +262,27 @@ def test_compare_floor_steps_auto_is_parsed_and_a_bad_value_refused(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["compare", "--floors", "--floor-steps", "many"])
     assert "must be a positive integer, got 'many'" in capsys.readouterr().err
+
+
+def test_a_floor_past_its_pool_is_capped_by_floor_spec_and_refused_on_any_other_path(
+    tiny_folder, small_profile
+):
+    from dataclasses import replace
+
+    from tutorial_lib.floor import floor_spec, floor_step_cap, pool_windows
+
+    where = Baseline(profile=small_profile, model_name=tiny_folder)
+    _, tokenizer = experiment.load_base_model(tiny_folder)
+    windows = pool_windows(tokenizer, small_profile)
+    cap = floor_step_cap(windows, small_profile.batch_size)
+    long = RunSpec("lora", lr=1e-3, steps=cap + 5, seed=3)
+    floor = floor_spec(long, where)
+    assert (floor.steps, floor.train_on, floor.lr, floor.seed) == (cap, "general", 1e-3, 3)
+    assert floor_spec(replace(long, steps=1), where).steps == 1  # within the cap: as given
+    beyond = replace(floor, steps=cap + 1)
+    with pytest.raises(ValueError, match=rf"{cap + 1} steps of .* at most 1.25 passes \({cap} "):
+        experiment.train_only(beyond, small_profile, tiny_folder)  # refused before training
+    experiment.train_only(replace(floor, steps=1), small_profile, tiny_folder)  # within: trains
+    domain = replace(long, steps=cap + 1)  # a run on the chats is not a floor: never capped
+    *_, examples = experiment._loaded(domain, small_profile, tiny_folder)
+    assert examples and all(-100 in ex["labels"] for ex in examples)

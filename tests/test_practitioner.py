@@ -64,13 +64,16 @@ def tiny_dir(tmp_path_factory, corpus) -> str:
 
 
 @pytest.fixture(scope="module")
-def agreed(tiny_dir):
+def agreed(tiny_dir, tmp_path_factory):
     """`agreed(method)`: the method's two-step agreement on the tiny model, computed once."""
     cache: dict[str, agreement_mod.Agreement] = {}
+    four_bit_cache = tmp_path_factory.mktemp("cache")
 
     def get(method: str) -> agreement_mod.Agreement:
         if method not in cache:
-            cache[method] = agreement(method, tiny_dir, steps=2)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv(CACHE_ENV, str(four_bit_cache))  # QLoRA's 4-bit copy goes here,
+                cache[method] = agreement(method, tiny_dir, steps=2)  # not the user's cache
         return cache[method]
 
     return get

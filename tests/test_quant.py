@@ -149,3 +149,24 @@ def test_distinct_values_per_block_reveal_a_4bit_grid():
     assert quant.distinct_per_block(x, 32).min() == 32
     q = quant.quantize_blockwise(x, quant.NF4_LEVELS, 32)
     assert quant.distinct_per_block(quant.dequantize_blockwise(q), 32).max() <= 16
+
+
+def test_offline_bitsandbytes_import_drops_only_the_skipped_trust_notice():
+    """Offline, `kernels` says it skipped a hub publisher check, then finds no cached kernel:
+    the library keeps that one line out of the lessons and lets every other message through."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    script = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "import tutorial_lib, bitsandbytes\n"
+        "logging.getLogger('kernels._internals.hf_hub').warning('another kernels notice')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert "Skipping publisher trust check" not in out.stderr
+    assert "another kernels notice" in out.stderr

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from filelock import FileLock
@@ -68,19 +68,23 @@ def read_manifest(folder: Path, manifest: str = MANIFEST) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def matches(folder: Path, manifest: str = MANIFEST, **fields) -> bool:
-    """True when the manifest records these fields and lists files, each present with its hash."""
+def matches(folder: Path, manifest: str = MANIFEST, *, holds: Iterable[str] = (), **fields) -> bool:
+    """True when the manifest records these fields and lists files, each present with its hash.
+
+    `holds` names sub-folders a usable copy must list at least one file under (a reader needs
+    them all): one read of the manifest answers both questions.
+    """
     found = read_manifest(folder, manifest)
     if found is None or any(found.get(key) != value for key, value in fields.items()):
         return False
     hashes = found.get("sha256")
-    return (
-        isinstance(hashes, dict)
-        and bool(hashes)
-        and all(
-            (Path(folder) / rel).is_file() and cached_sha256(Path(folder) / rel) == digest
-            for rel, digest in hashes.items()
-        )
+    if not isinstance(hashes, dict) or not hashes:
+        return False
+    if not all(any(rel.startswith(f"{sub}/") for rel in hashes) for sub in holds):
+        return False
+    return all(
+        (Path(folder) / rel).is_file() and cached_sha256(Path(folder) / rel) == digest
+        for rel, digest in hashes.items()
     )
 
 
@@ -100,19 +104,19 @@ def build_once(
     build: Callable[[Path], None],
     *,
     manifest: str = MANIFEST,
-    check: Callable[[Path], bool] | None = None,
+    holds: Iterable[str] = (),
     **fields,
 ) -> Path:
     """`folder`, built by `build(staged)` unless a copy that `matches` these fields is there.
 
     `build` must create the folder `staged`; it may keep scratch files beside it (in
-    `staged.parent`, a temporary folder removed afterwards). `check`, where given, is a further
-    test a copy must pass (for instance, that it holds every file a reader needs).
+    `staged.parent`, a temporary folder removed afterwards). `holds`, where given, names the
+    sub-folders a usable copy must list (see `matches`).
     """
     folder = Path(folder)
 
     def usable() -> bool:
-        return matches(folder, manifest, **fields) and (check is None or check(folder))
+        return matches(folder, manifest, holds=holds, **fields)
 
     if usable():
         return folder

@@ -245,8 +245,9 @@ def add_compare_parser(sub) -> None:
         "--floor-steps",
         type=_floor_steps,
         metavar="N|auto",
-        help="the floors' steps (default: the runs'); past about one pass over the general-text "
-        "pool a floor overfits it: auto caps them at 1.25 passes (tutorial_lib.floor)",
+        help="the floors' steps (default, auto: the runs', capped at 1.25 passes over the "
+        "general-text pool, past which a floor overfits it; tutorial_lib.floor); a number "
+        "beyond the cap is refused when the floor runs",
     )
 
 

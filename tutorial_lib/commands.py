@@ -28,12 +28,11 @@ def fetch_model(args) -> None:
 
 
 def prefetch(args) -> None:
-    from tutorial_lib.delivery import prefetch, prefetch_four_bit
+    from tutorial_lib.delivery import prefetch
     from tutorial_lib.models import CACHE_ENV
 
-    for folder in prefetch(args.dir):
+    for folder in prefetch(args.dir):  # every offline model, and lesson 06's 4-bit base
         print(f"ready: {folder}")
-    print(f"ready: {prefetch_four_bit(args.dir)}")  # lesson 06's 4-bit base
     from tutorial_lib.published import prefetch_published
 
     print(f"ready: {prefetch_published(args.dir)}")
@@ -190,7 +189,7 @@ def _floor_run(spec, where, summary: dict) -> dict:
     from tutorial_lib import experiment
     from tutorial_lib.floor import floor_lines, floor_numbers, floor_spec
 
-    control = floor_spec(spec)
+    control = floor_spec(spec, where)  # at most FLOOR_MAX_PASSES passes over its pool
     print(f"run: {control}", file=sys.stderr)
     floor = floor_numbers(experiment.run_experiment(control, where).summary())
     print(floor_lines(summary, floor))
@@ -198,8 +197,11 @@ def _floor_run(spec, where, summary: dict) -> dict:
 
 
 def _floor_steps(args, profile) -> int | None:
-    """The floors' steps: as given, or "auto": the runs' steps capped at `FLOOR_MAX_PASSES`
-    passes over the pool (which takes the model's tokenizer to count)."""
+    """The floors' steps: as given, or "auto" (the default where floors run): the runs' steps
+    capped at `FLOOR_MAX_PASSES` passes over the pool (which takes the model's tokenizer to
+    count)."""
+    if args.floor_steps is None and args.floors:
+        args.floor_steps = "auto"
     if args.floor_steps != "auto":
         return args.floor_steps
     from transformers import AutoTokenizer

