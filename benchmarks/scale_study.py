@@ -117,8 +117,23 @@ def markdown(doc: dict) -> str:
                 f"({a['bootstrap']}) | {_num(a['se_null'], '.2f')} | {a['same_order']} / "
                 f"{a['opposite_order']} ({a['opposite_beyond_both']}) |"
             )
-    for name, got in doc["verdicts"].items():
-        lines += ["", f"## Lesson 07's verdicts at {name} (on {', '.join(got['methods'])})", ""]
+    lines += ["", "## Seeds' spread beside a run's own error", ""]
+    lines += ["Per budget with seeds: the median over methods of (sd over seeds) / (a run's own "]
+    lines[-1] += "error). A one-seed budget's errors, widened by √(1 + the largest ratio²), "
+    lines[-1] += "test whether a verdict there rests on its one seed."
+    lines += [""]
+    lines += ["| budget | " + " | ".join(doc["widening"]) + " |"]
+    lines += ["|---|" + "---|" * len(doc["widening"])]
+    for name, spread in doc["seed_spread"].items():
+        cells = " | ".join(_num(spread.get(m), ".2f") for m in doc["widening"])
+        lines.append(f"| {name} | {cells} |")
+    factors = " | ".join(f"× {f:.2f}" for f in doc["widening"].values())
+    lines.append(f"| widening a one-seed error | {factors} |")
+    sections = [(n, g, "") for n, g in doc["verdicts"].items()]
+    sections += [(n, g, ", one-seed errors widened") for n, g in doc["verdicts_widened"].items()]
+    for name, got, how in sections:
+        lines += ["", f"## Lesson 07's verdicts at {name}{how} (on {', '.join(got['methods'])})"]
+        lines += [""]
         lines += [
             "| verdict | lesson | status | claims: base → larger (status) |",
             "|---|---|---|---|",

@@ -189,3 +189,20 @@ def test_a_claim_within_errors_at_both_budgets_holds_only_with_the_same_sign():
     assert verdicts._claim_status("within", "for", True) == "holds"
     assert verdicts._claim_status("for", "against", False) == "reverses"
     assert verdicts._claim_status("against", "for", False) == "not supported at the base"
+
+
+def test_one_seed_verdicts_are_checked_again_with_the_seeds_spread():
+    base = comparison(BASE_RECALL, BASE_CE, jitter=0.03)  # sd over seeds 0.03, a run's error 0.01
+    close = BASE_CE | {"lora": BASE_CE["full"] + 0.04}  # beyond 2 item errors, not 2 widened ones
+    doc = verdicts.study({"1×": base, "4×": comparison(BASE_RECALL, close, seeds=1)})
+    assert doc["seed_spread"]["1×"]["ce"] == pytest.approx(3.0)
+    assert doc["seed_spread"]["4×"]["ce"] is None  # one seed: no spread to measure
+    assert doc["widening"]["ce"] == pytest.approx(10**0.5)
+    plain = {v["id"]: v for v in doc["verdicts"]["4×"]["checked"]}
+    wide = {v["id"]: v for v in doc["verdicts_widened"]["4×"]["checked"]}
+    assert plain["full_forgot_least"]["status"] == "holds"
+    assert wide["full_forgot_least"]["status"] == "weakens"  # it rested on the one seed
+    se = plain["full_forgot_least"]["claims"][0]["larger_se"]
+    assert wide["full_forgot_least"]["claims"][0]["larger_se"] == pytest.approx(se * 10**0.5)
+    seeded = verdicts.study({"1×": base, "4×": comparison(BASE_RECALL, close)})
+    assert seeded["verdicts_widened"] == {}  # three seeds: their own spread is in the errors

@@ -70,6 +70,12 @@ def test_agreement_and_verdict_tables_carry_the_study_s_numbers(study):
     verdicts = transfer.verdict_table(study)
     assert verdicts.loc["full_learned_most", "at 4×"] == "weakens"
     assert transfer.statuses(study, "4×") == {"full_learned_most": "weakens"}
+    assert "at 4×, seeds' spread" not in verdicts.columns  # no one-seed budget to widen
+    widened = [{"id": "full_learned_most", "says": "-", "where": "-", "status": "holds"}]
+    study["verdicts_widened"] = {"4×": {"methods": ["full", "lora"], "checked": widened}}
+    table = transfer.verdict_table(study)
+    assert table.loc["full_learned_most", "at 4×, seeds' spread"] == "holds"
+    assert transfer.statuses(study, "4×", widened=True) == {"full_learned_most": "holds"}
 
 
 def test_the_rank_plot_draws_a_line_per_method_and_a_column_per_source(study):

@@ -6,7 +6,10 @@ suite drop over the tasks above chance (`rank_agreement.suite_drop`), the floor'
 
 **Errors.** A method with two or more seeds: the mean's standard error over seeds (sd/√n). One
 seed: that run's own measurement error (`<key>_stderr`; binomial for MC; the suite tasks'
-errors combined), which leaves the seed's spread out. A difference of two methods is paired
+errors combined), which leaves the seed's spread out. `seed_spread` measures that spread where
+there are seeds (a method's sd over seeds against its runs' own error, the median over methods);
+`widening` turns it into a factor, √(1 + ratio²), that a one-seed budget's errors can be
+multiplied by (`Budget(..., widen=...)`) to ask whether a verdict survives it. A difference of two methods is paired
 over their shared seeds where they share two or more (the same data order per seed), else
 the two errors combined as independent.
 
@@ -68,8 +71,15 @@ def from_runs(path: str | Path) -> Comparison:
 class Budget:
     """One budget's comparison, read per method and measure (finished runs only)."""
 
-    def __init__(self, name: str, comparison: Comparison, tasks: tuple[str, ...] | None = None):
-        self.name, self.comparison = name, comparison
+    def __init__(
+        self,
+        name: str,
+        comparison: Comparison,
+        tasks: tuple[str, ...] | None = None,
+        widen: dict[str, float] | None = None,
+    ):
+        """`widen`: per measure, a factor for a one-seed method's own error (`widening`)."""
+        self.name, self.comparison, self.widen = name, comparison, dict(widen or {})
         done = [r for r in comparison.records if "error" not in r]
         self.tasks = tasks if tasks is not None else _tasks(done)
         self.runs: dict[str, dict[int, dict]] = {}
@@ -90,7 +100,8 @@ class Budget:
         """This budget with only `methods`' runs and floors."""
         keep = lambda rows: [r for r in rows if r["method"] in methods]  # noqa: E731
         c = self.comparison
-        return Budget(self.name, Comparison(keep(c.records), c.target, keep(c.floors)), self.tasks)
+        kept = Comparison(keep(c.records), c.target, keep(c.floors))
+        return Budget(self.name, kept, self.tasks, self.widen)
 
     def value(self, run: dict, measure: str) -> float | None:
         if measure == "suite_drop":
@@ -121,8 +132,10 @@ class Budget:
             return Estimate(None, None, None, 0, "no finished run")
         if len(values) == 1:
             seed, v = next(iter(values.items()))
-            se = self.run_se(self.runs[method][seed], measure)
-            return Estimate(v, None, se, 1, "one run's measurement error")
+            se, factor = self.run_se(self.runs[method][seed], measure), self.widen.get(measure)
+            if se is None or not factor:
+                return Estimate(v, None, se, 1, "one run's measurement error")
+            return Estimate(v, None, se * factor, 1, f"one run's error × {factor:.2f}")
         sd = statistics.stdev(values.values())
         mean = statistics.fmean(values.values())
         return Estimate(mean, sd, sd / math.sqrt(len(values)), len(values), "seeds")
@@ -162,6 +175,24 @@ class Budget:
             row["max_load_average"] = max(loads) if loads else None
             out.append(row)
         return out
+
+
+def seed_spread(b: Budget, measure: str) -> float | None:
+    """How far seeds spread beside a run's own error: per method with 2+ seeds, its sd over seeds
+    over the mean of its runs' own errors; the median over methods (None where none has both)."""
+    ratios = []
+    for method, runs in b.runs.items():
+        e = b.estimate(method, measure)
+        own = [b.run_se(r, measure) for r in runs.values()]
+        if e.sd is not None and own and all(own):
+            ratios.append(e.sd / statistics.fmean(own))
+    return statistics.median(ratios) if ratios else None
+
+
+def widening(spreads: dict[str, float | None]) -> dict[str, float]:
+    """Per measure, the factor √(1 + ratio²) for one seed's error, the seeds' spread (`ratio`
+    × a run's own error) added to it as an independent part."""
+    return {m: math.sqrt(1 + r**2) for m, r in spreads.items() if r is not None}
 
 
 def _tasks(done: list[dict]) -> tuple[str, ...]:

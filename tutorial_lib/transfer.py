@@ -110,12 +110,17 @@ def verdict_table(study: dict):
         for v in got["checked"]:
             row = table.setdefault(v["id"], {"verdict": v["says"], "in lesson 07": v["where"]})
             row[f"at {budget}"] = v["status"]
+    for budget, got in study.get("verdicts_widened", {}).items():
+        for v in got["checked"]:
+            table[v["id"]][f"at {budget}, seeds' spread"] = v["status"]
     return pd.DataFrame(list(table.values()), index=list(table))
 
 
-def statuses(study: dict, budget: str) -> dict[str, str]:
-    """Each verdict's id and its status at `budget` (holds, weakens or reverses)."""
-    return {v["id"]: v["status"] for v in study["verdicts"][budget]["checked"]}
+def statuses(study: dict, budget: str, widened: bool = False) -> dict[str, str]:
+    """Each verdict's id and its status at `budget` (holds, weakens or reverses); `widened`:
+    with a one-seed budget's errors widened by the seeds' spread (`verdicts.study`)."""
+    got = study["verdicts_widened" if widened else "verdicts"][budget]
+    return {v["id"]: v["status"] for v in got["checked"]}
 
 
 def ranks(study: dict, runs: list | None = None) -> dict[str, dict[str, dict[str, int]]]:

@@ -11,6 +11,10 @@ at the base, reverses when half or more, else weakens. A "runner-up" claim (`_ga
 against each budget's own runner-up; "untestable": no claim measured at both budgets. Within
 errors at both counts as holding: the larger budget is as sure as the lesson's was. Methods
 missing are named, never errors.
+
+A budget with one seed a method has errors from its items alone. `study` therefore also checks
+each verdict there with those errors widened (`scale.widening`) by the largest seed spread the
+budgets with seeds measured (`seed_spread`): a verdict whose status changes rests on the seed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from tutorial_lib.compare import Comparison
-from tutorial_lib.scale import HEADLINE, PEFT, Budget, rank_between, strength
+from tutorial_lib.scale import (
+    HEADLINE,
+    MEASURES,
+    PEFT,
+    Budget,
+    rank_between,
+    seed_spread,
+    strength,
+    widening,
+)
 
 Claims = Callable[["Budget"], list[tuple[str, str, float, float | None]]]
 
@@ -191,9 +204,18 @@ def study(comparisons: dict[str, Comparison], base: str | None = None) -> dict:
         }
         for x, y in combinations(names, 2)
     }
-    out["verdicts"] = {}
+    spreads = {n: {m: seed_spread(b, m) for m in MEASURES} for n, b in budgets.items()}
+    out["seed_spread"] = spreads
+    widest = {m: max((s[m] for s in spreads.values() if s[m] is not None), default=None)
+              for m in MEASURES}  # fmt: skip
+    out["widening"] = widening(widest)
+    out["verdicts"], out["verdicts_widened"] = {}, {}
     for n in (n for n in names if n != base):  # each pair on the methods both budgets ran
         shared = [m for m in first.methods if m in budgets[n].methods]
         a, b = first.restricted(shared), budgets[n].restricted(shared)
         out["verdicts"][n] = {"methods": shared, "checked": [check(v, a, b) for v in VERDICTS]}
+        if most(budgets[n]) == 1 and out["widening"]:  # one seed: does a verdict rest on it?
+            wide = Budget(n, comparisons[n], first.tasks, out["widening"]).restricted(shared)
+            checked = [check(v, a, wide) for v in VERDICTS]
+            out["verdicts_widened"][n] = {"methods": shared, "checked": checked}
     return out
