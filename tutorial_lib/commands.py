@@ -204,14 +204,10 @@ def _floor_steps(args, profile) -> int | None:
         args.floor_steps = "auto"
     if args.floor_steps != "auto":
         return args.floor_steps
-    from transformers import AutoTokenizer
+    from tutorial_lib.floor import FLOOR_MAX_PASSES, floor_cap
+    from tutorial_lib.models import DEFAULT_MODEL
 
-    from tutorial_lib.floor import FLOOR_MAX_PASSES, floor_step_cap, pool_windows
-    from tutorial_lib.models import DEFAULT_MODEL, resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model or DEFAULT_MODEL))
-    windows = pool_windows(tokenizer, profile, args.task)
-    cap = floor_step_cap(windows, profile.batch_size)
+    cap, windows = floor_cap(profile, args.model or DEFAULT_MODEL, args.task)
     steps = min(cap, args.steps or profile.train_steps)
     print(
         f"noise floors: {steps} steps ({windows} general-text windows, at most "

@@ -64,18 +64,24 @@ def floor_spec(spec: RunSpec, where=None) -> RunSpec:
     `where` is the `Baseline` the floor will run on (default: the one `run_experiment` uses for
     the spec's task); its profile, model and task size the pool. A spec within the cap keeps its
     steps as given (None: the profile's)."""
-    from transformers import AutoTokenizer
-
     from tutorial_lib.baseline import Baseline
-    from tutorial_lib.models import resolve_model
 
     where = where or Baseline(task=spec.task)
-    profile = where.profile
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(where.model_name))
-    windows = pool_windows(tokenizer, profile, spec.task, spec.train_file)
-    cap = floor_step_cap(windows, profile.batch_size)
-    steps = spec.steps if (spec.steps or profile.train_steps) <= cap else cap
+    cap, _ = floor_cap(where.profile, where.model_name, spec.task, spec.train_file)
+    steps = spec.steps if (spec.steps or where.profile.train_steps) <= cap else cap
     return replace(spec, train_on="general", replay=0.0, eval_at=(), steps=steps)
+
+
+def floor_cap(profile, model_name: str, task: str | None = None, train_file: str | None = None):
+    """The most steps a floor may train on `model_name`'s tokenizer at `profile` (the rule of
+    `floor_step_cap`), and the pool's windows it counted: (cap, windows)."""
+    from transformers import AutoTokenizer
+
+    from tutorial_lib.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name))
+    windows = pool_windows(tokenizer, profile, task, train_file)
+    return floor_step_cap(windows, profile.batch_size), windows
 
 
 def floor_numbers(summary: dict) -> dict:
