@@ -9,9 +9,9 @@ seed: that run's own measurement error (`<key>_stderr`; binomial for MC; the sui
 errors combined), which leaves the seed's spread out. `seed_spread` measures that spread where
 there are seeds (a method's sd over seeds against its runs' own error, the median over methods);
 `widening` turns it into a factor, √(1 + ratio²), that a one-seed budget's errors can be
-multiplied by (`Budget(..., widen=...)`) to ask whether a verdict survives it. A difference of two methods is paired
-over their shared seeds where they share two or more (the same data order per seed), else
-the two errors combined as independent.
+multiplied by (`Budget(..., widen=...)`) to ask whether a verdict survives it. A difference of
+two methods is paired over their shared seeds where they share two or more (the same data order
+per seed), else the two errors combined as independent.
 
 **Rank agreement** (`rank_between`): Kendall's τ-b of the methods' means at two budgets, with a
 95 % interval bootstrapped over *seeds* (each method's seeds resampled at each budget) when
